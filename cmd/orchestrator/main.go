@@ -1,0 +1,63 @@
+// Command orch runs ML pipelines as DAGs of cached stages. See README.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// Exit codes; documented in `orch --help`.
+const (
+	exitOK          = 0
+	exitFailed      = 1   // a stage failed, or orch could not do what was asked
+	exitChanges     = 2   // plan --detailed-exitcode: something would run
+	exitBadInput    = 3   // invalid pipeline file, flags or arguments
+	exitInterrupted = 130 // SIGINT / SIGTERM
+)
+
+// exitError carries an exit code through cobra.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+func badInput(err error) error { return &exitError{exitBadInput, err} }
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:]))
+}
+
+func run(ctx context.Context, args []string) int {
+	cmd := newRoot()
+	cmd.SetArgs(args)
+	err := cmd.ExecuteContext(ctx)
+	return exitCode(ctx, err)
+}
+
+// exitCode is the one place errors become exit codes.
+func exitCode(ctx context.Context, err error) int {
+	if err == nil {
+		return exitOK
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		if ee.err != nil && ee.err.Error() != "" {
+			fmt.Fprintln(os.Stderr, "orch:", ee.err)
+		}
+		return ee.code
+	}
+	fmt.Fprintln(os.Stderr, "orch:", err)
+	if ctx.Err() != nil {
+		return exitInterrupted
+	}
+	return exitFailed
+}

@@ -1,0 +1,123 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/orch-dev/orch/pkg/engine"
+	"github.com/orch-dev/orch/pkg/pipeline"
+	"github.com/orch-dev/orch/pkg/stages"
+)
+
+type globals struct {
+	workspace string
+	cacheDir  string
+	killGrace time.Duration
+}
+
+const exitCodesHelp = `
+Exit codes:
+  0    success: every selected stage succeeded or was cached
+  1    a stage failed, or orch could not do what was asked
+  2    plan --detailed-exitcode: some stage would run
+  3    invalid pipeline file, flags or arguments
+  130  interrupted (SIGINT or SIGTERM)
+`
+
+func newRoot() *cobra.Command {
+	g := &globals{}
+	root := &cobra.Command{
+		Use:   "orch",
+		Short: "Run ML pipelines as DAGs of cached stages",
+		Long: `orch runs a YAML pipeline of stages as a DAG. Every stage result goes into a
+content-addressed cache, so a rerun executes only the stages whose inputs, code
+or params changed, and restores the rest.` + "\n" + exitCodesHelp,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return badInput(fmt.Errorf("%w (see %s --help)", err, c.CommandPath()))
+	})
+	pf := root.PersistentFlags()
+	pf.StringVarP(&g.workspace, "workspace", "w", "", "workspace root (default: the current directory)")
+	pf.StringVar(&g.cacheDir, "cache-dir", os.Getenv("ORCH_CACHE_DIR"), "local cache directory (default: WORKSPACE/.orch/cache; env ORCH_CACHE_DIR)")
+	pf.DurationVar(&g.killGrace, "kill-grace", 10*time.Second, "on cancel or timeout, time between SIGTERM and SIGKILL of a stage's processes")
+	root.AddCommand(newRunCmd(g), newPlanCmd(g), newWhyCmd(g), newDagCmd(g), newValidateCmd(g),
+		newRunsCmd(g), newLogsCmd(g), newVerifyCmd(g))
+	return root
+}
+
+func (g *globals) root() (string, error) {
+	ws := g.workspace
+	if ws == "" {
+		ws = "."
+	}
+	abs, err := filepath.Abs(ws)
+	if err != nil {
+		return "", err
+	}
+	fi, err := os.Stat(abs)
+	if err != nil || !fi.IsDir() {
+		return "", badInput(fmt.Errorf("--workspace %s: not a directory", ws))
+	}
+	return abs, nil
+}
+
+func (g *globals) registry() *stages.Registry {
+	r := stages.NewRegistry()
+	r.Register("exec", stages.NewExec(g.killGrace))
+	return r
+}
+
+// load reads a pipeline file. A relative path is looked up in the current
+// directory, then in the workspace.
+func (g *globals) load(file string, params []string) (*pipeline.Pipeline, error) {
+	root, err := g.root()
+	if err != nil {
+		return nil, err
+	}
+	overrides := map[string]string{}
+	for _, kv := range params {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, badInput(fmt.Errorf("-p %q: expected name=value", kv))
+		}
+		overrides[k] = v
+	}
+	if _, err := os.Stat(file); err != nil && !filepath.IsAbs(file) {
+		if _, err2 := os.Stat(filepath.Join(root, file)); err2 == nil {
+			file = filepath.Join(root, file)
+		}
+	}
+	p, err := pipeline.Load(file, pipeline.Options{Root: root, Params: overrides, Kinds: g.registry()})
+	if err != nil {
+		return nil, badInput(err)
+	}
+	return p, nil
+}
+
+func (g *globals) engine() (*engine.Engine, error) {
+	root, err := g.root()
+	if err != nil {
+		return nil, err
+	}
+	return engine.Open(engine.Options{Root: root, CacheDir: g.cacheDir})
+}
+
+func fmtDur(d time.Duration) string {
+	switch {
+	case d <= 0:
+		return "-"
+	case d < time.Second:
+		return fmt.Sprintf("%dms", d.Milliseconds())
+	case d < time.Minute:
+		return fmt.Sprintf("%.1fs", d.Seconds())
+	}
+	return d.Round(time.Second).String()
+}
+

@@ -1,0 +1,348 @@
+package cache
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/orch-dev/orch/pkg/digest"
+	"github.com/orch-dev/orch/pkg/store"
+)
+
+// Cache restores and collects stage outputs through a store.
+//
+// Local is where blobs are linked from; Store is the store records and blobs
+// are looked up in and written to: Local itself, or a store that keeps Local
+// in front of a remote.
+type Cache struct {
+	Store store.Store
+	Local *store.Local
+	Memo  *Memo
+
+	mu       sync.Mutex
+	verified map[digest.Digest]bool
+	// Corrupt is called (concurrently) for every blob that failed
+	// verification and was evicted.
+	Corrupt func(d digest.Digest, err error)
+}
+
+// New returns a Cache over s with local blobs in l.
+func New(s store.Store, l *store.Local, m *Memo) *Cache {
+	return &Cache{Store: s, Local: l, Memo: m, verified: map[digest.Digest]bool{}}
+}
+
+// Lookup returns the record under key. A missing record wraps
+// store.ErrNotFound; a corrupt one wraps store.ErrCorrupt.
+func (c *Cache) Lookup(ctx context.Context, key digest.Digest) (*Record, error) {
+	return GetRecord(ctx, c.Store, key)
+}
+
+// ensure makes blob d present in the local store and verified, fetching it
+// from c.Store if needed. A blob that fails verification is evicted and
+// reported with an error wrapping store.ErrCorrupt.
+func (c *Cache) ensure(ctx context.Context, d digest.Digest) (string, error) {
+	c.mu.Lock()
+	ok := c.verified[d]
+	c.mu.Unlock()
+	p := c.Local.BlobPath(d)
+	if ok {
+		return p, nil
+	}
+	if _, err := os.Stat(p); err != nil {
+		if store.Store(c.Local) == c.Store {
+			return "", fmt.Errorf("blob %s: %w", d.Short(), store.ErrNotFound)
+		}
+		r, err := c.Store.OpenBlob(ctx, d)
+		if err != nil {
+			return "", err
+		}
+		err = c.Local.PutBlob(ctx, d, r) // verifies while writing
+		r.Close()
+		if err != nil {
+			return "", err
+		}
+	}
+	got, _, err := digest.File(p)
+	if err != nil {
+		return "", fmt.Errorf("blob %s: %w", d.Short(), err)
+	}
+	if got != d {
+		err := fmt.Errorf("blob %s: content hashes to %s: %w", d.Short(), got.Short(), store.ErrCorrupt)
+		_ = c.Local.DeleteBlob(ctx, d)
+		if c.Corrupt != nil {
+			c.Corrupt(d, err)
+		}
+		return "", err
+	}
+	c.mu.Lock()
+	c.verified[d] = true
+	c.mu.Unlock()
+	return p, nil
+}
+
+// Check verifies that every blob of out is present and intact, fetching
+// missing ones into the local store, without materializing anything.
+func (c *Cache) Check(ctx context.Context, out Output) error {
+	if _, err := c.ensure(ctx, out.Digest); err != nil {
+		return err
+	}
+	if !out.Dir {
+		return nil
+	}
+	t, err := c.tree(ctx, out.Digest)
+	if err != nil {
+		return err
+	}
+	for _, e := range t.Entries {
+		if !e.Dir {
+			if _, err := c.ensure(ctx, e.Digest); err != nil {
+				return fmt.Errorf("%s: %w", e.Path, err)
+			}
+		}
+	}
+	return nil
+}
+
+func (c *Cache) tree(ctx context.Context, d digest.Digest) (*Tree, error) {
+	p, err := c.ensure(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return nil, err
+	}
+	t, err := DecodeTree(b)
+	if err != nil {
+		return nil, fmt.Errorf("tree %s: %v: %w", d.Short(), err, store.ErrCorrupt)
+	}
+	return t, nil
+}
+
+// Restore materializes out at dst, read-only, replacing whatever is there.
+// Files are hard-linked from the local store, or copied where linking fails.
+// Every blob is verified first.
+func (c *Cache) Restore(ctx context.Context, out Output, dst string) error {
+	if err := removeAll(dst); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	if !out.Dir {
+		p, err := c.ensure(ctx, out.Digest)
+		if err != nil {
+			return err
+		}
+		return linkOrCopy(p, dst, false)
+	}
+	t, err := c.tree(ctx, out.Digest)
+	if err != nil {
+		return err
+	}
+	if err := os.Mkdir(dst, 0o755); err != nil {
+		return err
+	}
+	for _, e := range t.Entries {
+		target := filepath.Join(dst, filepath.FromSlash(e.Path))
+		if !within(dst, target) {
+			return fmt.Errorf("tree %s: entry %q: %w", out.Digest.Short(), e.Path, store.ErrCorrupt)
+		}
+		if e.Dir {
+			if err := os.MkdirAll(target, 0o755); err != nil {
+				return err
+			}
+			continue
+		}
+		p, err := c.ensure(ctx, e.Digest)
+		if err != nil {
+			return fmt.Errorf("%s: %w", e.Path, err)
+		}
+		if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
+			return err
+		}
+		if err := linkOrCopy(p, target, e.Exec); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Linked reports whether dst already holds out: for a file, the very inode
+// of its local blob. It reads no content.
+func (c *Cache) Linked(out Output, dst string) bool {
+	if out.Dir {
+		return false
+	}
+	a, err := os.Lstat(dst)
+	if err != nil || !a.Mode().IsRegular() {
+		return false
+	}
+	b, err := os.Stat(c.Local.BlobPath(out.Digest))
+	return err == nil && os.SameFile(a, b)
+}
+
+func linkOrCopy(src, dst string, exec bool) error {
+	if !exec {
+		if err := os.Link(src, dst); err == nil {
+			return nil
+		}
+	}
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	tmp := dst + ".orch-tmp"
+	out, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(out, in)
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	mode := os.FileMode(0o444)
+	if exec {
+		mode = 0o555
+	}
+	if err == nil {
+		err = os.Chmod(tmp, mode)
+	}
+	if err == nil {
+		err = os.Rename(tmp, dst)
+	}
+	if err != nil {
+		os.Remove(tmp)
+	}
+	return err
+}
+
+// removeAll removes path even where it holds read-only directories.
+func removeAll(path string) error {
+	if _, err := os.Lstat(path); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	_ = filepath.WalkDir(path, func(p string, de fs.DirEntry, err error) error {
+		if err == nil && de.IsDir() {
+			_ = os.Chmod(p, 0o755)
+		}
+		return nil
+	})
+	return os.RemoveAll(path)
+}
+
+// RemoveAll removes path, including read-only directories inside it.
+func RemoveAll(path string) error { return removeAll(path) }
+
+// Collect hashes the file or directory a stage wrote at src and moves it into
+// the local store; src is gone afterwards. It returns the Output and the
+// digests of every blob it stored (for upload to a remote).
+func (c *Cache) Collect(ctx context.Context, src string) (Output, []digest.Digest, error) {
+	fi, err := os.Lstat(src)
+	if err != nil {
+		return Output{}, nil, err
+	}
+	if fi.Mode()&fs.ModeSymlink != 0 {
+		return Output{}, nil, fmt.Errorf("is a symlink; outputs must be regular files or directories: %w", ErrEscape)
+	}
+	if fi.Mode().IsRegular() {
+		d, n, err := digest.File(src)
+		if err != nil {
+			return Output{}, nil, err
+		}
+		if err := c.Local.AdoptFile(d, src); err != nil {
+			return Output{}, nil, err
+		}
+		c.markVerified(d)
+		return Output{Digest: d, Size: n}, []digest.Digest{d}, nil
+	}
+	if !fi.IsDir() {
+		return Output{}, nil, fmt.Errorf("not a regular file or directory")
+	}
+	if src, err = filepath.EvalSymlinks(src); err != nil {
+		return Output{}, nil, err
+	}
+	t, files, err := (&Memo{entries: map[string]memoEntry{}, now: c.Memo.now}).Tree(src)
+	if err != nil {
+		return Output{}, nil, err
+	}
+	var blobs []digest.Digest
+	seen := map[digest.Digest]bool{}
+	for i, e := range t.Entries {
+		if e.Dir {
+			continue
+		}
+		// Symlinked entries point at files inside src that are adopted as
+		// entries of their own.
+		if files[i] != filepath.Join(src, filepath.FromSlash(e.Path)) || seen[e.Digest] {
+			continue
+		}
+		seen[e.Digest] = true
+		if err := c.Local.AdoptFile(e.Digest, files[i]); err != nil {
+			return Output{}, nil, err
+		}
+		c.markVerified(e.Digest)
+		blobs = append(blobs, e.Digest)
+	}
+	enc := t.Encode()
+	td := digest.Bytes(enc)
+	if err := c.Local.PutBlob(ctx, td, bytes.NewReader(enc)); err != nil {
+		return Output{}, nil, err
+	}
+	blobs = append(blobs, td)
+	return Output{Digest: td, Size: t.Size(), Dir: true}, blobs, nil
+}
+
+// PutBytes stores b as a blob (logs, small artifacts) and returns its digest.
+func (c *Cache) PutBytes(ctx context.Context, b []byte) (digest.Digest, error) {
+	d := digest.Bytes(b)
+	if err := c.Local.PutBlob(ctx, d, bytes.NewReader(b)); err != nil {
+		return d, err
+	}
+	return d, nil
+}
+
+// ReadBlob returns a (small) blob's verified bytes.
+func (c *Cache) ReadBlob(ctx context.Context, d digest.Digest) ([]byte, error) {
+	p, err := c.ensure(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	return os.ReadFile(p)
+}
+
+// Save writes r after making sure every blob in blobs is in c.Store: blobs
+// first, the record last.
+func (c *Cache) Save(ctx context.Context, r *Record, blobs []digest.Digest) error {
+	if store.Store(c.Local) != c.Store {
+		for _, d := range blobs {
+			if _, err := c.Store.StatBlob(ctx, d); err == nil {
+				continue
+			}
+			f, err := c.Local.OpenBlob(ctx, d)
+			if err != nil {
+				return err
+			}
+			err = c.Store.PutBlob(ctx, d, f)
+			f.Close()
+			if err != nil {
+				return err
+			}
+		}
+	}
+	return PutRecord(ctx, c.Store, r)
+}
+
+func (c *Cache) markVerified(d digest.Digest) {
+	c.mu.Lock()
+	c.verified[d] = true
+	c.mu.Unlock()
+}
+

@@ -1,0 +1,163 @@
+package cache
+
+import (
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/orch-dev/orch/pkg/digest"
+)
+
+// KeyVersion tags the pre-image encoding. Bump it when the meaning of a field
+// changes; every key changes with it.
+const KeyVersion = "orch.key.v1"
+
+// Input is one input of a stage in a Preimage.
+type Input struct {
+	// Source is what the pipeline says: "prepare.data" or "data/raw.csv".
+	Source string        `json:"src"`
+	Digest digest.Digest `json:"digest"`
+}
+
+// Preimage is the canonical content of a cache key. encoding/json writes map
+// keys sorted, so the encoding is canonical without further work.
+type Preimage struct {
+	Version     string `json:"v"`
+	Kind        string `json:"kind"`
+	KindVersion string `json:"kind_version"`
+	Command     string `json:"command,omitempty"`
+	// Code maps a workspace-relative slash path to its content digest.
+	Code map[string]digest.Digest `json:"code,omitempty"`
+	// Params maps a param name to its canonical text (the YAML scalar as
+	// written, or canonical JSON for lists and maps).
+	Params map[string]string `json:"params,omitempty"`
+	// Env maps a variable name to the digest of its value ("" when unset).
+	Env     map[string]string `json:"env,omitempty"`
+	Inputs  map[string]Input  `json:"inputs,omitempty"`
+	Outputs []string          `json:"outputs,omitempty"`
+	// Needs lists order-only dependencies; they do not enter by content.
+}
+
+// Encode returns the canonical encoding of p.
+func (p *Preimage) Encode() []byte {
+	if p.Version == "" {
+		p.Version = KeyVersion
+	}
+	sort.Strings(p.Outputs)
+	b, err := json.Marshal(p)
+	if err != nil {
+		panic(fmt.Sprintf("cache: encode preimage: %v", err)) // only plain types inside
+	}
+	return b
+}
+
+// Key returns the cache key of p.
+func (p *Preimage) Key() digest.Digest { return digest.Bytes(p.Encode()) }
+
+// EnvValue returns the Preimage form of an environment variable's value: the
+// digest of the value, so secrets never reach the cache, or "" when unset.
+func EnvValue(v string, set bool) string {
+	if !set {
+		return ""
+	}
+	return "b3:" + digest.String(v).Short()
+}
+
+// Diff returns the reasons old and cur differ, in a stable order, with the
+// stage name used to qualify params (`param train.lr 0.1 → 0.05`).
+func Diff(stage string, old, cur *Preimage) []string {
+	var rs []string
+	if old.Version != cur.Version {
+		rs = append(rs, fmt.Sprintf("cache key format %s → %s", old.Version, cur.Version))
+	}
+	if old.Kind != cur.Kind {
+		rs = append(rs, fmt.Sprintf("kind %s → %s", old.Kind, cur.Kind))
+	} else if old.KindVersion != cur.KindVersion {
+		rs = append(rs, fmt.Sprintf("kind version %s → %s", old.KindVersion, cur.KindVersion))
+	}
+	if old.Command != cur.Command {
+		rs = append(rs, "command changed")
+	}
+	for _, k := range unionKeys(old.Code, cur.Code) {
+		o, oOK := old.Code[k]
+		c, cOK := cur.Code[k]
+		switch {
+		case !oOK:
+			rs = append(rs, fmt.Sprintf("code %s added", k))
+		case !cOK:
+			rs = append(rs, fmt.Sprintf("code %s removed", k))
+		case o != c:
+			rs = append(rs, fmt.Sprintf("code %s changed", k))
+		}
+	}
+	for _, k := range unionKeys(old.Params, cur.Params) {
+		o, oOK := old.Params[k]
+		c, cOK := cur.Params[k]
+		switch {
+		case !oOK:
+			rs = append(rs, fmt.Sprintf("param %s.%s added (%s)", stage, k, clip(c)))
+		case !cOK:
+			rs = append(rs, fmt.Sprintf("param %s.%s removed (was %s)", stage, k, clip(o)))
+		case o != c:
+			rs = append(rs, fmt.Sprintf("param %s.%s %s → %s", stage, k, clip(o), clip(c)))
+		}
+	}
+	for _, k := range unionKeys(old.Env, cur.Env) {
+		o, oOK := old.Env[k]
+		c, cOK := cur.Env[k]
+		switch {
+		case !oOK:
+			rs = append(rs, fmt.Sprintf("env %s added", k))
+		case !cOK:
+			rs = append(rs, fmt.Sprintf("env %s removed", k))
+		case o != c:
+			rs = append(rs, fmt.Sprintf("env %s changed", k))
+		}
+	}
+	for _, k := range unionKeys(old.Inputs, cur.Inputs) {
+		o, oOK := old.Inputs[k]
+		c, cOK := cur.Inputs[k]
+		switch {
+		case !oOK:
+			rs = append(rs, fmt.Sprintf("input %s added", c.Source))
+		case !cOK:
+			rs = append(rs, fmt.Sprintf("input %s removed", o.Source))
+		case o.Source != c.Source:
+			rs = append(rs, fmt.Sprintf("input %s: %s → %s", k, o.Source, c.Source))
+		case o.Digest != c.Digest:
+			rs = append(rs, fmt.Sprintf("input %s changed", c.Source))
+		}
+	}
+	if strings.Join(sortedCopy(old.Outputs), ",") != strings.Join(sortedCopy(cur.Outputs), ",") {
+		rs = append(rs, fmt.Sprintf("outputs [%s] → [%s]", strings.Join(old.Outputs, " "), strings.Join(cur.Outputs, " ")))
+	}
+	return rs
+}
+
+func clip(s string) string {
+	if len(s) > 40 {
+		return s[:37] + "..."
+	}
+	return s
+}
+
+func sortedCopy(s []string) []string {
+	c := append([]string(nil), s...)
+	sort.Strings(c)
+	return c
+}
+
+func unionKeys[V any](a, b map[string]V) []string {
+	ks := make([]string, 0, len(a)+len(b))
+	for k := range a {
+		ks = append(ks, k)
+	}
+	for k := range b {
+		if _, ok := a[k]; !ok {
+			ks = append(ks, k)
+		}
+	}
+	sort.Strings(ks)
+	return ks
+}

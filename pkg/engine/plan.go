@@ -1,0 +1,234 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/orch-dev/orch/pkg/cache"
+	"github.com/orch-dev/orch/pkg/digest"
+	"github.com/orch-dev/orch/pkg/history"
+	"github.com/orch-dev/orch/pkg/pipeline"
+	"github.com/orch-dev/orch/pkg/store"
+)
+
+// Plan statuses.
+const (
+	Hit  = "HIT"
+	Miss = "MISS"
+	Wait = "WAIT"
+)
+
+// Selection says which stages a plan or run covers and which are forced.
+type Selection struct {
+	// Targets limit the run to these stages and everything upstream; none
+	// means every stage.
+	Targets  []string
+	Force    []string
+	ForceAll bool
+}
+
+// StagePlan is the plan for one stage.
+type StagePlan struct {
+	Stage   string   `json:"stage"`
+	Status  string   `json:"status"`
+	Reasons []string `json:"reasons,omitempty"`
+	// Key is set for HIT and MISS.
+	Key digest.Digest `json:"key,omitzero"`
+	// WaitsFor names the MISS/WAIT upstream stages a WAIT depends on.
+	WaitsFor []string `json:"waits_for,omitempty"`
+	// LastDuration is the duration of the record this stage would restore
+	// (HIT) or of its last record (MISS, WAIT).
+	LastDuration time.Duration `json:"last_duration_ns"`
+
+	pre    *cache.Preimage
+	record *cache.Record
+}
+
+// Plan is what a run would do.
+type Plan struct {
+	Pipeline string       `json:"pipeline"`
+	Stages   []*StagePlan `json:"stages"`
+}
+
+// Counts returns how many stages are HIT, MISS and WAIT.
+func (pl *Plan) Counts() (hit, miss, wait int) {
+	for _, s := range pl.Stages {
+		switch s.Status {
+		case Hit:
+			hit++
+		case Miss:
+			miss++
+		default:
+			wait++
+		}
+	}
+	return
+}
+
+// Select validates a selection against p and returns the selected stages.
+func Select(p *pipeline.Pipeline, sel Selection) (map[string]bool, error) {
+	var bad []string
+	for _, names := range [][]string{sel.Targets, sel.Force} {
+		for _, n := range names {
+			if _, ok := p.Stages[n]; !ok {
+				bad = append(bad, fmt.Sprintf("%q", n))
+			}
+		}
+	}
+	if len(bad) > 0 {
+		return nil, fmt.Errorf("pipeline %s has no stage %s (stages: %s)", p.Name, strings.Join(bad, ", "), strings.Join(p.Names(), ", "))
+	}
+	if len(sel.Targets) == 0 {
+		all := map[string]bool{}
+		for _, n := range p.Names() {
+			all[n] = true
+		}
+		return all, nil
+	}
+	return p.Graph.Upstream(sel.Targets...), nil
+}
+
+func forced(sel Selection, stage string) bool {
+	if sel.ForceAll {
+		return true
+	}
+	for _, f := range sel.Force {
+		if f == stage {
+			return true
+		}
+	}
+	return false
+}
+
+// Plan computes what a run would do, running nothing and reading no file
+// whose stat is unchanged since it was last hashed.
+func (e *Engine) Plan(ctx context.Context, p *pipeline.Pipeline, sel Selection) (*Plan, error) {
+	chosen, err := Select(p, sel)
+	if err != nil {
+		return nil, err
+	}
+	heads, err := e.History.Heads(p.Name)
+	if err != nil {
+		return nil, err
+	}
+	pl := &Plan{Pipeline: p.Name}
+	known := map[string]map[string]cache.Output{}
+	status := map[string]*StagePlan{}
+	for _, name := range p.Graph.Order() {
+		if !chosen[name] {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		st := p.Stages[name]
+		sp := &StagePlan{Stage: name}
+		status[name] = sp
+		pl.Stages = append(pl.Stages, sp)
+		pre, waiting, err := e.Preimage(p, st, func(up string) (map[string]cache.Output, bool) {
+			o, ok := known[up]
+			return o, ok
+		})
+		if err != nil {
+			return nil, fmt.Errorf("stage %q: %w", name, err)
+		}
+		for _, n := range st.Needs {
+			if status[n] != nil && status[n].Status != Hit {
+				waiting = append(waiting, n)
+			}
+		}
+		last := e.lastRecord(ctx, heads[name])
+		if last != nil {
+			sp.LastDuration = last.Duration
+		}
+		if len(waiting) > 0 {
+			sp.Status, sp.WaitsFor = Wait, dedupe(waiting)
+			if last != nil {
+				sp.Reasons = partialDiff(name, &last.Preimage, pre)
+			}
+			continue
+		}
+		sp.pre, sp.Key = pre, pre.Key()
+		switch {
+		case forced(sel, name):
+			sp.Status, sp.Reasons = Miss, []string{"forced"}
+		case !st.Cache:
+			sp.Status, sp.Reasons = Miss, []string{"cache: false (always runs)"}
+		default:
+			rec, why := e.usable(ctx, sp.Key)
+			if rec != nil {
+				sp.Status, sp.record, sp.LastDuration = Hit, rec, rec.Duration
+				known[name] = rec.Outputs
+				continue
+			}
+			sp.Status = Miss
+			switch {
+			case why != "":
+				sp.Reasons = []string{why}
+			case last == nil && len(heads[name]) == 0:
+				sp.Reasons = []string{"never run"}
+			case last == nil:
+				sp.Reasons = []string{"last record is no longer in the cache"}
+			default:
+				sp.Reasons = cache.Diff(name, &last.Preimage, pre)
+				if len(sp.Reasons) == 0 {
+					sp.Reasons = []string{"record missing from the cache"}
+				}
+			}
+		}
+	}
+	return pl, nil
+}
+
+// usable returns the record for key if it and the blobs it names are
+// present; otherwise a reason when something is wrong (not just absent).
+// Presence is checked by stat; content is verified on restore.
+func (e *Engine) usable(ctx context.Context, key digest.Digest) (*cache.Record, string) {
+	rec, err := e.Cache.Lookup(ctx, key)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, ""
+		}
+		return nil, fmt.Sprintf("cached record unusable: %v", err)
+	}
+	for _, name := range sortedOutputNames(rec) {
+		o := rec.Outputs[name]
+		if _, err := e.Cache.Store.StatBlob(ctx, o.Digest); err != nil {
+			return nil, fmt.Sprintf("cached output %s missing from the cache", name)
+		}
+	}
+	return rec, ""
+}
+
+// lastRecord returns the newest head record that is still in the cache.
+func (e *Engine) lastRecord(ctx context.Context, hs []history.Head) *cache.Record {
+	for i, h := range hs {
+		if i >= 3 {
+			break
+		}
+		k, err := digest.Parse(h.Key)
+		if err != nil {
+			continue
+		}
+		if r, err := e.Cache.Lookup(ctx, k); err == nil {
+			return r
+		}
+	}
+	return nil
+}
+
+// partialDiff explains a WAIT: differences in everything but the inputs
+// whose digests are not known yet.
+func partialDiff(stage string, old, cur *cache.Preimage) []string {
+	o := *old
+	o.Inputs = map[string]cache.Input{}
+	for k, v := range old.Inputs {
+		if _, known := cur.Inputs[k]; known {
+			o.Inputs[k] = v
+		}
+	}
+	return cache.Diff(stage, &o, cur)
+}

@@ -1,0 +1,524 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/orch-dev/orch/pkg/cache"
+	"github.com/orch-dev/orch/pkg/dag"
+	"github.com/orch-dev/orch/pkg/digest"
+	"github.com/orch-dev/orch/pkg/history"
+	"github.com/orch-dev/orch/pkg/pipeline"
+	"github.com/orch-dev/orch/pkg/stages"
+)
+
+// ErrInterrupted is returned by Run when its context was cancelled.
+var ErrInterrupted = errors.New("interrupted")
+
+// RunOptions control a run.
+type RunOptions struct {
+	Selection
+	Jobs      int
+	KeepGoing bool
+	// Events receives progress; it is called from many goroutines.
+	Events func(Event)
+	// Trigger is recorded in the history ("cli", "schedule", ...).
+	Trigger string
+}
+
+// Event types.
+const (
+	EvStart   = "start"   // a MISS starts executing
+	EvHit     = "hit"     // restored from the cache
+	EvRan     = "ran"     // executed successfully
+	EvFailed  = "failed"  // failed for good
+	EvSkipped = "skipped" // not started
+	EvRetry   = "retry"   // an attempt failed; another follows
+	EvWaiting = "waiting" // another process is computing the same key
+	EvWarn    = "warn"    // something the user should know
+)
+
+// Event is one progress report.
+type Event struct {
+	Type     string
+	Stage    string
+	Key      digest.Digest
+	Reason   string // MISS reasons, skip cause, warning, error
+	Duration time.Duration
+	Attempt  int
+	Time     time.Time
+}
+
+// Result is the outcome of a run.
+type Result struct {
+	Run *history.Run
+	// Err is the first root-cause failure (nil on success).
+	Err error
+}
+
+// Counts returns hits, ran, failed and skipped stages.
+func (r *Result) Counts() (hit, ran, failed, skipped int) {
+	for _, s := range r.Run.Stages {
+		switch s.Status {
+		case history.Hit:
+			hit++
+		case history.Ran:
+			ran++
+		case history.Failed:
+			failed++
+		default:
+			skipped++
+		}
+	}
+	return
+}
+
+type runner struct {
+	e     *Engine
+	p     *pipeline.Pipeline
+	opts  RunOptions
+	run   *history.Run
+	dir   string // attempt directories
+	slots chan struct{}
+	heads map[string][]history.Head
+
+	mu      sync.Mutex
+	outputs map[string]map[string]cache.Output
+	stages  map[string]*history.StageRun
+}
+
+func (r *runner) emit(ev Event) {
+	ev.Time = r.e.Now()
+	if r.opts.Events != nil {
+		r.opts.Events(ev)
+	}
+}
+
+// Run executes p: HITs are restored, MISSes run, at most opts.Jobs at once.
+func (e *Engine) Run(ctx context.Context, p *pipeline.Pipeline, opts RunOptions) (*Result, error) {
+	chosen, err := Select(p, opts.Selection)
+	if err != nil {
+		return nil, err
+	}
+	if opts.Jobs < 1 {
+		opts.Jobs = Jobs()
+	}
+	heads, err := e.History.Heads(p.Name)
+	if err != nil {
+		return nil, err
+	}
+	e.cleanStale()
+	now := e.Now()
+	run := &history.Run{
+		ID: history.NewID(now), Pipeline: p.Name, File: p.File, Status: history.RunRunning,
+		Started: now, Trigger: opts.Trigger, Params: map[string]string{},
+	}
+	for k, v := range p.Params {
+		run.Params[k] = v.Text
+	}
+	r := &runner{
+		e: e, p: p, opts: opts, run: run, slots: make(chan struct{}, opts.Jobs), heads: heads,
+		outputs: map[string]map[string]cache.Output{}, stages: map[string]*history.StageRun{},
+	}
+	tmp := filepath.Join(e.StateDir, "tmp")
+	if err := os.MkdirAll(tmp, 0o755); err != nil {
+		return nil, err
+	}
+	lock, err := os.OpenFile(filepath.Join(tmp, run.ID+".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
+		lock.Close()
+		return nil, err
+	}
+	r.dir = filepath.Join(tmp, run.ID)
+	defer func() {
+		_ = cache.RemoveAll(r.dir)
+		_ = os.Remove(lock.Name())
+		lock.Close()
+	}()
+	for _, n := range p.Graph.Order() {
+		if chosen[n] {
+			r.stages[n] = &history.StageRun{Name: n, Status: history.Skipped}
+			run.Stages = append(run.Stages, history.StageRun{Name: n})
+		}
+	}
+	if err := e.History.PutRun(run); err != nil {
+		return nil, err
+	}
+
+	results := p.Graph.Walk(ctx, chosen, opts.KeepGoing, r.stage)
+
+	res := &Result{Run: run}
+	for i := range run.Stages {
+		name := run.Stages[i].Name
+		sr := r.stages[name]
+		wr := results[name]
+		if wr.Status == dag.Skipped {
+			sr.Status = history.Skipped
+			switch {
+			case wr.Cause != "":
+				sr.Reason = "upstream " + wr.Cause + " failed"
+			case ctx.Err() != nil:
+				sr.Reason = "run interrupted"
+			default:
+				sr.Reason = "run stopped after a failure"
+			}
+			r.emit(Event{Type: EvSkipped, Stage: name, Reason: sr.Reason})
+		}
+		if wr.Status == dag.Failed && res.Err == nil {
+			res.Err = fmt.Errorf("stage %q: %w", name, wr.Err)
+		}
+		run.Stages[i] = *sr
+		if sr.Status == history.Hit {
+			run.Saved += sr.Duration
+		}
+	}
+	run.Ended = e.Now()
+	switch {
+	case ctx.Err() != nil:
+		run.Status = history.RunCancelled
+		res.Err = ErrInterrupted
+	case res.Err != nil:
+		run.Status = history.RunFailed
+		run.Error = res.Err.Error()
+	default:
+		run.Status = history.RunSucceeded
+	}
+	// Durability point: one syncfs for every blob and record of the run.
+	if err := e.Local.Sync(); err != nil {
+		r.emit(Event{Type: EvWarn, Reason: fmt.Sprintf("sync cache: %v", err)})
+	}
+	if err := e.History.FinishRun(run); err != nil {
+		return res, err
+	}
+	return res, nil
+}
+
+// stage is the walk's per-stage function.
+func (r *runner) stage(ctx context.Context, name string) error {
+	if ctx.Err() != nil {
+		return context.Cause(ctx)
+	}
+	st := r.p.Stages[name]
+	sr := r.stageRun(name)
+	pre, _, err := r.e.Preimage(r.p, st, r.upstream)
+	if err != nil {
+		return r.fail(sr, err)
+	}
+	key := pre.Key()
+	sr.Key = key.String()
+	force := forced(r.opts.Selection, name)
+
+	if !force && st.Cache {
+		if ok := r.tryHit(ctx, st, sr, key); ok {
+			return nil
+		}
+		// Identical work in another process (or stage) runs once: take the
+		// key's lock, then look again.
+		unlock, err := r.e.Local.Lock(ctx, key, func() {
+			r.emit(Event{Type: EvWaiting, Stage: name, Key: key, Reason: "another orch process is computing this stage; waiting to restore its result"})
+		})
+		if err != nil {
+			return r.fail(sr, err)
+		}
+		defer unlock()
+		if ok := r.tryHit(ctx, st, sr, key); ok {
+			return nil
+		}
+	}
+	sr.Reason = r.reason(ctx, name, st, pre, force)
+	return r.execute(ctx, st, sr, pre, key)
+}
+
+func (r *runner) stageRun(name string) *history.StageRun {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.stages[name]
+}
+
+func (r *runner) upstream(stage string) (map[string]cache.Output, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	o, ok := r.outputs[stage]
+	return o, ok
+}
+
+func (r *runner) fail(sr *history.StageRun, err error) error {
+	sr.Status = history.Failed
+	sr.Error = err.Error()
+	r.emit(Event{Type: EvFailed, Stage: sr.Name, Reason: err.Error(), Duration: sr.Duration})
+	return err
+}
+
+func (r *runner) reason(ctx context.Context, name string, st *pipeline.Stage, pre *cache.Preimage, force bool) string {
+	switch {
+	case force:
+		return "forced"
+	case !st.Cache:
+		return "cache: false (always runs)"
+	}
+	if sr := r.stageRun(name); sr.Reason != "" {
+		return sr.Reason // set by a failed restore
+	}
+	last := r.e.lastRecord(ctx, r.heads[name])
+	if last == nil {
+		if len(r.heads[name]) == 0 {
+			return "never run"
+		}
+		return "last record is no longer in the cache"
+	}
+	rs := cache.Diff(name, &last.Preimage, pre)
+	if len(rs) == 0 {
+		return "record missing from the cache"
+	}
+	return strings.Join(rs, "; ")
+}
+
+// tryHit restores the outputs of key's record, if there is one that is
+// intact. A corrupt or missing blob makes it a miss, reported.
+func (r *runner) tryHit(ctx context.Context, st *pipeline.Stage, sr *history.StageRun, key digest.Digest) bool {
+	rec, err := r.e.Cache.Lookup(ctx, key)
+	if err != nil {
+		if !errors.Is(err, os.ErrNotExist) && !isNotFound(err) {
+			sr.Reason = fmt.Sprintf("cached record unusable (%v)", err)
+			r.emit(Event{Type: EvWarn, Stage: st.Name, Reason: sr.Reason})
+		}
+		return false
+	}
+	for _, o := range st.Outputs {
+		out, ok := rec.Outputs[o.Name]
+		if !ok {
+			sr.Reason = fmt.Sprintf("cached record lacks output %s", o.Name)
+			return false
+		}
+		dst := filepath.Join(r.e.OutDir(r.p.Name, st.Name), o.Name)
+		if r.e.Cache.Linked(out, dst) {
+			continue
+		}
+		if err := r.e.Cache.Restore(ctx, out, dst); err != nil {
+			sr.Reason = fmt.Sprintf("cached output %s unusable (%v); re-running", o.Name, err)
+			r.emit(Event{Type: EvWarn, Stage: st.Name, Reason: sr.Reason})
+			return false
+		}
+	}
+	r.mu.Lock()
+	r.outputs[st.Name] = rec.Outputs
+	r.mu.Unlock()
+	sr.Status, sr.Duration, sr.Log, sr.Reason = history.Hit, rec.Duration, rec.Log.String(), ""
+	r.emit(Event{Type: EvHit, Stage: st.Name, Key: key, Duration: rec.Duration})
+	return true
+}
+
+// execute runs a MISS with retries, then stores its outputs and record.
+func (r *runner) execute(ctx context.Context, st *pipeline.Stage, sr *history.StageRun, pre *cache.Preimage, key digest.Digest) error {
+	select {
+	case r.slots <- struct{}{}:
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+	defer func() { <-r.slots }()
+
+	dir := filepath.Join(r.dir, st.Name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return r.fail(sr, err)
+	}
+	inputs, err := r.materialize(ctx, st, dir)
+	if err != nil {
+		return r.fail(sr, fmt.Errorf("materialize inputs: %w", err))
+	}
+	logPath := filepath.Join(dir, "log")
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return r.fail(sr, err)
+	}
+	defer logf.Close()
+
+	r.emit(Event{Type: EvStart, Stage: st.Name, Key: key, Reason: sr.Reason})
+	started := r.e.Now()
+	sr.Started = started
+	var outDir string
+	var runErr error
+	for attempt := 0; attempt <= st.Retries; attempt++ {
+		sr.Attempts = attempt + 1
+		if attempt > 0 {
+			delay := r.e.Backoff << (attempt - 1)
+			r.emit(Event{Type: EvRetry, Stage: st.Name, Attempt: attempt + 1, Reason: fmt.Sprintf("%v; retrying in %s", runErr, delay)})
+			fmt.Fprintf(logf, "orch: attempt %d failed: %v; retrying in %s\n", attempt, runErr, delay)
+			select {
+			case <-time.After(delay):
+			case <-ctx.Done():
+				return r.interrupted(sr, ctx)
+			}
+		}
+		outDir = filepath.Join(dir, fmt.Sprintf("attempt%d", attempt+1))
+		runErr = r.attempt(ctx, st, inputs, outDir, logf)
+		if runErr == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return r.interrupted(sr, ctx)
+		}
+	}
+	sr.Duration = r.e.Now().Sub(started)
+	logBytes, _ := os.ReadFile(logPath)
+	if logDigest, err := r.e.Cache.PutBytes(ctx, logBytes); err == nil {
+		sr.Log = logDigest.String()
+	}
+	if runErr != nil {
+		if len(logBytes) > 0 {
+			runErr = fmt.Errorf("%w\n%s", runErr, tail(logBytes, 15))
+		}
+		return r.fail(sr, runErr)
+	}
+
+	// Collect outputs: blobs first.
+	outs := map[string]cache.Output{}
+	var blobs []digest.Digest
+	for _, o := range st.Outputs {
+		src := filepath.Join(outDir, "out", filepath.FromSlash(o.Path))
+		if _, err := os.Lstat(src); err != nil {
+			return r.fail(sr, fmt.Errorf("output %q was not written at {{outputs.%s}} (%s)", o.Name, o.Name, src))
+		}
+		out, bs, err := r.e.Cache.Collect(ctx, src)
+		if err != nil {
+			return r.fail(sr, fmt.Errorf("output %q: %w", o.Name, err))
+		}
+		outs[o.Name], blobs = out, append(blobs, bs...)
+	}
+	// Inputs must not have changed while the stage ran.
+	after, _, err := r.e.Preimage(r.p, st, r.upstream)
+	if err != nil {
+		return r.fail(sr, fmt.Errorf("re-check inputs: %w", err))
+	}
+	cacheable := st.Cache
+	if after.Key() != key {
+		cacheable = false
+		msg := "inputs changed while the stage ran (" + strings.Join(cache.Diff(st.Name, pre, after), "; ") + "); its result is used but not cached"
+		sr.Error = msg
+		r.emit(Event{Type: EvWarn, Stage: st.Name, Reason: msg})
+	}
+	var logD digest.Digest
+	if sr.Log != "" {
+		logD, _ = digest.Parse(sr.Log)
+		blobs = append(blobs, logD)
+	}
+	if cacheable {
+		rec := &cache.Record{
+			Key: key, Pipeline: r.p.Name, Stage: st.Name, Preimage: *pre, Outputs: outs,
+			Log: logD, Started: started, Duration: sr.Duration,
+		}
+		if err := r.e.Cache.Save(ctx, rec, blobs); err != nil {
+			return r.fail(sr, fmt.Errorf("save record: %w", err))
+		}
+	} else {
+		sr.Key = "" // no record to point at
+	}
+	for name, out := range outs {
+		if err := r.e.Cache.Restore(ctx, out, filepath.Join(r.e.OutDir(r.p.Name, st.Name), name)); err != nil {
+			return r.fail(sr, fmt.Errorf("link output %q: %w", name, err))
+		}
+	}
+	r.mu.Lock()
+	r.outputs[st.Name] = outs
+	r.mu.Unlock()
+	sr.Status = history.Ran
+	r.emit(Event{Type: EvRan, Stage: st.Name, Key: key, Duration: sr.Duration})
+	return nil
+}
+
+func (r *runner) interrupted(sr *history.StageRun, ctx context.Context) error {
+	sr.Status = history.Cancelled
+	sr.Error = "interrupted"
+	return context.Cause(ctx)
+}
+
+// materialize makes each input available at an absolute path: workspace
+// inputs in place, upstream outputs restored read-only into dir/in/.
+func (r *runner) materialize(ctx context.Context, st *pipeline.Stage, dir string) (map[string]string, error) {
+	paths := map[string]string{}
+	for _, in := range st.Inputs {
+		if !in.IsRef() {
+			paths[in.Name] = r.e.inputPath(r.p, in)
+			continue
+		}
+		outs, _ := r.upstream(in.Stage)
+		dst := filepath.Join(dir, "in", in.Name)
+		if err := r.e.Cache.Restore(ctx, outs[in.Output], dst); err != nil {
+			return nil, fmt.Errorf("input %q (%s): %w", in.Name, in.Source, err)
+		}
+		paths[in.Name] = dst
+	}
+	return paths, nil
+}
+
+// attempt runs one attempt in a fresh directory.
+func (r *runner) attempt(ctx context.Context, st *pipeline.Stage, inputs map[string]string, dir string, logf *os.File) error {
+	outRoot := filepath.Join(dir, "out")
+	scratch := filepath.Join(dir, "scratch")
+	for _, d := range []string{outRoot, scratch} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	t := &stages.Task{
+		Pipeline: r.p.Name, Stage: st.Name, Dir: r.p.Root, Command: st.Run, Params: st.Params,
+		Inputs: inputs, Outputs: map[string]string{}, Scratch: scratch, Log: logf,
+	}
+	env := os.Environ()
+	env = append(env, "ORCH_PIPELINE="+r.p.Name, "ORCH_STAGE="+st.Name, "ORCH_SCRATCH="+scratch, "ORCH_WORKSPACE="+r.p.Root)
+	for _, o := range st.Outputs {
+		p := filepath.Join(outRoot, filepath.FromSlash(o.Path))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return err
+		}
+		t.Outputs[o.Name] = p
+		env = append(env, "ORCH_OUTPUT_"+stages.EnvName(o.Name)+"="+p)
+	}
+	for name, p := range inputs {
+		env = append(env, "ORCH_INPUT_"+stages.EnvName(name)+"="+p)
+	}
+	for name, v := range st.Params {
+		env = append(env, "ORCH_PARAM_"+stages.EnvName(name)+"="+v.Text)
+	}
+	sort.Strings(env[len(env)-len(inputs)-len(st.Params):])
+	t.Env = env
+	actx := ctx
+	if st.Timeout > 0 {
+		var cancel context.CancelFunc
+		actx, cancel = context.WithTimeoutCause(ctx, st.Timeout, fmt.Errorf("timed out after %s", st.Timeout))
+		defer cancel()
+	}
+	err := st.Kind.Run(actx, t)
+	if err == nil && actx.Err() != nil {
+		err = context.Cause(actx)
+	}
+	return err
+}
+
+func tail(b []byte, n int) string {
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return "  | " + strings.Join(lines, "\n  | ")
+}
+
+func sortedOutputNames(rec *cache.Record) []string {
+	names := make([]string, 0, len(rec.Outputs))
+	for n := range rec.Outputs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}

@@ -1,0 +1,265 @@
+// Package history is orch's run history: every run with its stages, and the
+// keys each stage last produced, in an embedded bbolt database under .orch/.
+//
+// Words:
+//   - Run: one `orch run` (or scheduled run) of one pipeline.
+//   - StageRun: what one stage did in a run: hit, ran, failed, skipped.
+//   - Head: the keys a stage produced, newest first; `orch plan` explains a
+//     MISS against the newest, `orch why` searches them all.
+//
+// The database is opened for each operation and closed at once, so several
+// orch processes can share it (bbolt's file lock serialises them briefly).
+package history
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Stage outcomes.
+const (
+	Hit       = "hit"
+	Ran       = "ran"
+	Failed    = "failed"
+	Skipped   = "skipped"
+	Cancelled = "cancelled"
+	Running   = "running"
+)
+
+// Run statuses.
+const (
+	RunRunning   = "running"
+	RunSucceeded = "succeeded"
+	RunFailed    = "failed"
+	RunCancelled = "cancelled"
+)
+
+// maxHeads is how many keys per stage are remembered.
+const maxHeads = 50
+
+// Run is one run of a pipeline.
+type Run struct {
+	ID       string            `json:"id"`
+	Pipeline string            `json:"pipeline"`
+	File     string            `json:"file"`
+	Status   string            `json:"status"`
+	Started  time.Time         `json:"started"`
+	Ended    time.Time         `json:"ended,omitzero"`
+	Params   map[string]string `json:"params,omitempty"`
+	Trigger  string            `json:"trigger,omitempty"`
+	Stages   []StageRun        `json:"stages"`
+	// Saved is the sum of the recorded durations of hits.
+	Saved time.Duration `json:"saved_ns"`
+	Error string        `json:"error,omitempty"`
+}
+
+// StageRun is one stage in a run.
+type StageRun struct {
+	Name     string        `json:"name"`
+	Status   string        `json:"status"`
+	Key      string        `json:"key,omitempty"`
+	Reason   string        `json:"reason,omitempty"`
+	Started  time.Time     `json:"started,omitzero"`
+	Duration time.Duration `json:"duration_ns"`
+	Attempts int           `json:"attempts,omitempty"`
+	Log      string        `json:"log,omitempty"` // digest of the captured log
+	Error    string        `json:"error,omitempty"`
+}
+
+// Head is one key a stage produced.
+type Head struct {
+	Key  string    `json:"key"`
+	Time time.Time `json:"time"`
+}
+
+// DB is the history database at a path.
+type DB struct {
+	path string
+}
+
+var (
+	bucketRuns  = []byte("runs")
+	bucketHeads = []byte("heads")
+)
+
+// ErrNotFound is returned for an unknown run.
+var ErrNotFound = errors.New("no such run")
+
+// Open returns the history at path (created on first write).
+func Open(path string) *DB { return &DB{path: path} }
+
+func (db *DB) with(write bool, fn func(tx *bolt.Tx) error) error {
+	if !write {
+		if _, err := os.Stat(db.path); errors.Is(err, os.ErrNotExist) {
+			return fn(nil)
+		}
+	}
+	if err := os.MkdirAll(filepath.Dir(db.path), 0o755); err != nil {
+		return err
+	}
+	b, err := bolt.Open(db.path, 0o644, &bolt.Options{Timeout: 30 * time.Second, ReadOnly: !write})
+	if err != nil {
+		return fmt.Errorf("run history %s: %w", db.path, err)
+	}
+	defer b.Close()
+	if write {
+		return b.Update(func(tx *bolt.Tx) error {
+			for _, name := range [][]byte{bucketRuns, bucketHeads} {
+				if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+					return err
+				}
+			}
+			return fn(tx)
+		})
+	}
+	return b.View(fn)
+}
+
+// NewID returns a new run ID: sortable by time, unique.
+func NewID(now time.Time) string {
+	var r [3]byte
+	_, _ = rand.Read(r[:])
+	return now.UTC().Format("20060102-150405") + "-" + hex.EncodeToString(r[:])
+}
+
+// PutRun stores r, replacing a run with the same ID.
+func (db *DB) PutRun(r *Run) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	return db.with(true, func(tx *bolt.Tx) error { return tx.Bucket(bucketRuns).Put([]byte(r.ID), b) })
+}
+
+// FinishRun stores r and records, for every stage that produced a key, that
+// key as the stage's newest head; one transaction.
+func (db *DB) FinishRun(r *Run) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	return db.with(true, func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketRuns).Put([]byte(r.ID), b); err != nil {
+			return err
+		}
+		hb := tx.Bucket(bucketHeads)
+		for _, s := range r.Stages {
+			if s.Key == "" || (s.Status != Hit && s.Status != Ran) {
+				continue
+			}
+			hk := []byte(r.Pipeline + "\x00" + s.Name)
+			var heads []Head
+			if v := hb.Get(hk); v != nil {
+				_ = json.Unmarshal(v, &heads)
+			}
+			if len(heads) > 0 && heads[0].Key == s.Key {
+				continue
+			}
+			out := []Head{{Key: s.Key, Time: r.Started}}
+			for _, h := range heads {
+				if h.Key != s.Key && len(out) < maxHeads {
+					out = append(out, h)
+				}
+			}
+			v, _ := json.Marshal(out)
+			if err := hb.Put(hk, v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Heads returns, for each stage of pipeline, its keys newest first.
+func (db *DB) Heads(pipeline string) (map[string][]Head, error) {
+	out := map[string][]Head{}
+	err := db.with(false, func(tx *bolt.Tx) error {
+		if tx == nil {
+			return nil
+		}
+		hb := tx.Bucket(bucketHeads)
+		if hb == nil {
+			return nil
+		}
+		prefix := []byte(pipeline + "\x00")
+		c := hb.Cursor()
+		for k, v := c.Seek(prefix); k != nil && strings.HasPrefix(string(k), string(prefix)); k, v = c.Next() {
+			var hs []Head
+			if err := json.Unmarshal(v, &hs); err == nil {
+				out[string(k[len(prefix):])] = hs
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Runs returns the most recent runs first, at most limit (0: all), of one
+// pipeline ("" for all).
+func (db *DB) Runs(pipeline string, limit int) ([]*Run, error) {
+	var out []*Run
+	err := db.with(false, func(tx *bolt.Tx) error {
+		if tx == nil || tx.Bucket(bucketRuns) == nil {
+			return nil
+		}
+		c := tx.Bucket(bucketRuns).Cursor()
+		for k, v := c.Last(); k != nil; k, v = c.Prev() {
+			var r Run
+			if err := json.Unmarshal(v, &r); err != nil {
+				continue
+			}
+			if pipeline != "" && r.Pipeline != pipeline {
+				continue
+			}
+			out = append(out, &r)
+			if limit > 0 && len(out) >= limit {
+				break
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Run returns the run whose ID is id or starts with id; "last" is the most
+// recent run.
+func (db *DB) Run(id string) (*Run, error) {
+	runs, err := db.Runs("", 0)
+	if err != nil {
+		return nil, err
+	}
+	if id == "last" && len(runs) > 0 {
+		return runs[0], nil
+	}
+	var match []*Run
+	for _, r := range runs {
+		if r.ID == id {
+			return r, nil
+		}
+		if strings.HasPrefix(r.ID, id) {
+			match = append(match, r)
+		}
+	}
+	switch len(match) {
+	case 1:
+		return match[0], nil
+	case 0:
+		return nil, fmt.Errorf("%w %q (orch runs lists them)", ErrNotFound, id)
+	}
+	ids := make([]string, len(match))
+	for i, r := range match {
+		ids[i] = r.ID
+	}
+	sort.Strings(ids)
+	return nil, fmt.Errorf("run %q is ambiguous: %s", id, strings.Join(ids, ", "))
+}

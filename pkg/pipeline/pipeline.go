@@ -1,0 +1,62 @@
+package pipeline
+
+import (
+	"time"
+
+	"github.com/orch-dev/orch/pkg/dag"
+	"github.com/orch-dev/orch/pkg/stages"
+)
+
+// Pipeline is a loaded, validated pipeline.
+type Pipeline struct {
+	Name   string
+	File   string // absolute path of the YAML file
+	Root   string // absolute workspace root
+	Params map[string]stages.Param
+	Stages map[string]*Stage
+	// Graph has one node per stage, in declaration order; it has no cycle.
+	Graph *dag.Graph
+}
+
+// Names returns the stage names in declaration order.
+func (p *Pipeline) Names() []string { return p.Graph.Nodes() }
+
+// Stage is one validated stage.
+type Stage struct {
+	Name     string
+	KindName string
+	Kind     stages.Kind
+	Run      string   // command template (exec)
+	Code     []string // workspace-relative files and globs, as declared
+	Inputs   []Input  // sorted by name
+	Outputs  []Output // sorted by name
+	Params   map[string]stages.Param
+	Env      []string // declared environment variable names, sorted
+	Timeout  time.Duration
+	Retries  int
+	Cache    bool
+	Needs    []string // order-only upstream stages
+}
+
+// Input is a named input of a stage.
+type Input struct {
+	Name   string
+	Source string // as written: "prepare.data" or "data/raw.csv"
+	// Stage and Output are set when the input is an upstream output.
+	Stage  string
+	Output string
+	// Path is set when the input is a workspace path: relative to Root, or
+	// absolute, as written (cleaned).
+	Path string
+}
+
+// IsRef reports whether the input is an upstream output.
+func (in Input) IsRef() bool { return in.Stage != "" }
+
+// Output is a named output of a stage.
+type Output struct {
+	Name string
+	// Path is where, relative to the attempt's output directory, the command
+	// writes it; {{outputs.NAME}} expands to its absolute form.
+	Path string
+}

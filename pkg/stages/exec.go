@@ -1,0 +1,172 @@
+package stages
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"regexp"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Exec runs a shell command (`run:`) in its own process group.
+type Exec struct {
+	// Grace is how long a cancelled command gets between SIGTERM and SIGKILL.
+	Grace time.Duration
+}
+
+// NewExec returns the exec kind with the given kill grace period.
+func NewExec(grace time.Duration) *Exec { return &Exec{Grace: grace} }
+
+// Version implements Kind.
+func (*Exec) Version() string { return "orch.exec.v1" }
+
+var templateRE = regexp.MustCompile(`\{\{\s*([^{}]*?)\s*\}\}`)
+
+// Templates returns the {{...}} references of a command, in order.
+func Templates(cmd string) []string {
+	var refs []string
+	for _, m := range templateRE.FindAllStringSubmatch(cmd, -1) {
+		refs = append(refs, m[1])
+	}
+	return refs
+}
+
+// Check implements Kind.
+func (*Exec) Check(d *Decl) []Problem {
+	if strings.TrimSpace(d.Run) == "" {
+		return []Problem{{Field: "run", Msg: "an exec stage needs a command in run:"}}
+	}
+	var ps []Problem
+	for _, ref := range Templates(d.Run) {
+		if msg := checkRef(ref, d); msg != "" {
+			ps = append(ps, Problem{Field: "run", Msg: msg})
+		}
+	}
+	return ps
+}
+
+func checkRef(ref string, d *Decl) string {
+	if ref == "scratch" {
+		return ""
+	}
+	group, name, ok := strings.Cut(ref, ".")
+	var have []string
+	switch group {
+	case "inputs":
+		have = d.Inputs
+	case "outputs":
+		have = d.Outputs
+	case "params":
+		for k := range d.Params {
+			have = append(have, k)
+		}
+		sort.Strings(have)
+	default:
+		return fmt.Sprintf("unknown template {{%s}}: use {{inputs.NAME}}, {{outputs.NAME}}, {{params.NAME}} or {{scratch}}", ref)
+	}
+	if !ok || name == "" {
+		return fmt.Sprintf("template {{%s}} needs a name: {{%s.NAME}}", ref, group)
+	}
+	for _, h := range have {
+		if h == name {
+			return ""
+		}
+	}
+	return fmt.Sprintf("template {{%s}}: stage declares no %s %q (have: %s)", ref, strings.TrimSuffix(group, "s"), name, strings.Join(have, ", "))
+}
+
+// Expand replaces every {{...}} in cmd with its shell-quoted value.
+func Expand(cmd string, t *Task) (string, error) {
+	var err error
+	out := templateRE.ReplaceAllStringFunc(cmd, func(m string) string {
+		ref := templateRE.FindStringSubmatch(m)[1]
+		group, name, _ := strings.Cut(ref, ".")
+		var v string
+		var ok bool
+		switch group {
+		case "inputs":
+			v, ok = t.Inputs[name]
+		case "outputs":
+			v, ok = t.Outputs[name]
+		case "params":
+			var p Param
+			p, ok = t.Params[name]
+			v = p.Text
+		case "scratch":
+			v, ok = t.Scratch, true
+		}
+		if !ok && err == nil {
+			err = fmt.Errorf("unknown template {{%s}}", ref)
+		}
+		return ShellQuote(v)
+	})
+	return out, err
+}
+
+var safeShell = regexp.MustCompile(`^[A-Za-z0-9_./=:,+@%-]+$`)
+
+// ShellQuote quotes s for sh when it holds anything but safe characters.
+func ShellQuote(s string) string {
+	if safeShell.MatchString(s) {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// Run implements Kind: sh -c COMMAND in the workspace, in a new process
+// group. When ctx ends, the group gets SIGTERM, then SIGKILL after Grace.
+// Whatever the command left running in its group is killed when it exits.
+func (e *Exec) Run(ctx context.Context, t *Task) error {
+	command, err := Expand(t.Command, t)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command("/bin/sh", "-c", command)
+	cmd.Dir = t.Dir
+	cmd.Env = t.Env
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// An *os.File is handed to the child as is: no copying goroutine, so a
+	// background grandchild holding the descriptor cannot block Wait.
+	cmd.Stdout, cmd.Stderr = t.Log, t.Log
+	if f, ok := t.Log.(*os.File); ok {
+		cmd.Stdout, cmd.Stderr = f, f
+	}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start: %w", err)
+	}
+	pgid := cmd.Process.Pid
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err = <-done:
+		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	case <-ctx.Done():
+		_ = syscall.Kill(-pgid, syscall.SIGTERM)
+		timer := time.NewTimer(e.Grace)
+		select {
+		case <-done:
+			timer.Stop()
+		case <-timer.C:
+			fmt.Fprintf(t.Log, "\norch: still running %s after SIGTERM; sending SIGKILL\n", e.Grace)
+		}
+		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		<-done
+		return context.Cause(ctx)
+	}
+	if err == nil {
+		return nil
+	}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		if st, ok := ee.Sys().(syscall.WaitStatus); ok && st.Signaled() {
+			return fmt.Errorf("killed by signal %s", st.Signal())
+		}
+		return &ExitError{Code: ee.ExitCode()}
+	}
+	return err
+}
