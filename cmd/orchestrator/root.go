@@ -120,4 +120,3 @@ func fmtDur(d time.Duration) string {
 	}
 	return d.Round(time.Second).String()
 }
-

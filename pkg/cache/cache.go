@@ -345,4 +345,3 @@ func (c *Cache) markVerified(d digest.Digest) {
 	c.verified[d] = true
 	c.mu.Unlock()
 }
-

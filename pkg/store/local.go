@@ -295,4 +295,3 @@ func notFound(what string, d digest.Digest, err error) error {
 
 // IsNotFound reports whether err means a missing blob or record.
 func IsNotFound(err error) bool { return errors.Is(err, ErrNotFound) }
-
