@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: static checks, then every Go test
+# with the race detector. Installs what it needs (pinned versions).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export PATH="$(go env GOPATH)/bin:$PATH"
+STATICCHECK_VERSION=2025.1.1
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go'))
+if [ -n "$unformatted" ]; then
+	echo "gofmt would change:"; echo "$unformatted"; exit 1
+fi
+
+step "go vet"
+go vet ./...
+
+step "staticcheck $STATICCHECK_VERSION"
+if ! staticcheck -version 2>/dev/null | grep -q "$STATICCHECK_VERSION"; then
+	go install "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION"
+fi
+staticcheck ./...
+
+step "build"
+go build -o bin/orch ./cmd/orchestrator
+
+step "go test -race"
+go test -race -count=1 -timeout 20m ./...
+
+echo; echo "all tests passed"
