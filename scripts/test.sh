@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export PATH="$(go env GOPATH)/bin:$PATH"
-STATICCHECK_VERSION=2025.1.1
+STATICCHECK_VERSION=0.8.2   # staticcheck 2026.2.2, the release that knows Go 1.26
 
 step() { printf '\n== %s\n' "$*"; }
 
@@ -18,9 +18,9 @@ fi
 step "go vet"
 go vet ./...
 
-step "staticcheck $STATICCHECK_VERSION"
-if ! staticcheck -version 2>/dev/null | grep -q "$STATICCHECK_VERSION"; then
-	go install "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION"
+step "staticcheck v$STATICCHECK_VERSION"
+if ! staticcheck -version 2>/dev/null | grep -q "($STATICCHECK_VERSION)"; then
+	go install "honnef.co/go/tools/cmd/staticcheck@v$STATICCHECK_VERSION"
 fi
 staticcheck ./...
 

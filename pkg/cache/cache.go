@@ -127,14 +127,44 @@ func (c *Cache) tree(ctx context.Context, d digest.Digest) (*Tree, error) {
 
 // Restore materializes out at dst, read-only, replacing whatever is there.
 // Files are hard-linked from the local store, or copied where linking fails.
-// Every blob is verified first.
+// Every blob is verified first. The result is built beside dst and renamed
+// into place, so concurrent restores of the same dst (two orch processes on
+// one workspace) each leave a complete dst.
 func (c *Cache) Restore(ctx context.Context, out Output, dst string) error {
-	if err := removeAll(dst); err != nil {
-		return err
-	}
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return err
 	}
+	tmp, err := os.MkdirTemp(filepath.Dir(dst), ".restore-*")
+	if err != nil {
+		return err
+	}
+	defer removeAll(tmp)
+	build := filepath.Join(tmp, "x")
+	if err := c.build(ctx, out, build); err != nil {
+		return err
+	}
+	for attempt := 0; ; attempt++ {
+		err := os.Rename(build, dst)
+		if err == nil || attempt == 3 {
+			if err == nil && out.Dir {
+				err = os.WriteFile(dirMarker(dst), []byte(out.Digest.String()), 0o644)
+			}
+			return err
+		}
+		// dst is a directory (not replaceable by rename) or in the way.
+		if err := removeAll(dst); err != nil {
+			return err
+		}
+	}
+}
+
+// dirMarker is the file beside a restored directory that names its Tree,
+// so Linked can recognise it without reading it.
+func dirMarker(dst string) string {
+	return filepath.Join(filepath.Dir(dst), "."+filepath.Base(dst)+".tree")
+}
+
+func (c *Cache) build(ctx context.Context, out Output, dst string) error {
 	if !out.Dir {
 		p, err := c.ensure(ctx, out.Digest)
 		if err != nil {
@@ -174,11 +204,17 @@ func (c *Cache) Restore(ctx context.Context, out Output, dst string) error {
 	return nil
 }
 
-// Linked reports whether dst already holds out: for a file, the very inode
-// of its local blob. It reads no content.
+// Linked reports whether dst already holds out, reading no content: for a
+// file, dst is the very inode of its local blob; for a directory, the marker
+// Restore left beside it names out's Tree.
 func (c *Cache) Linked(out Output, dst string) bool {
 	if out.Dir {
-		return false
+		b, err := os.ReadFile(dirMarker(dst))
+		if err != nil || string(b) != out.Digest.String() {
+			return false
+		}
+		fi, err := os.Lstat(dst)
+		return err == nil && fi.IsDir()
 	}
 	a, err := os.Lstat(dst)
 	if err != nil || !a.Mode().IsRegular() {

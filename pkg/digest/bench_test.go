@@ -60,6 +60,13 @@ func BenchmarkFile(b *testing.B) {
 		}
 	}
 	for _, in := range inputs {
+		if *benchFile != "" {
+			d, _, err := File(in.path)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Logf("%s  %s", d, in.path) // as b3sum prints it
+		}
 		b.Run(in.name+"/serial", func(b *testing.B) {
 			b.SetBytes(in.size)
 			for b.Loop() {

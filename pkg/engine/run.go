@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -90,6 +91,8 @@ type runner struct {
 	dir   string // attempt directories
 	slots chan struct{}
 	heads map[string][]history.Head
+
+	executed atomic.Int32 // stages that executed (and so wrote blobs)
 
 	mu      sync.Mutex
 	outputs map[string]map[string]cache.Output
@@ -196,8 +199,11 @@ func (e *Engine) Run(ctx context.Context, p *pipeline.Pipeline, opts RunOptions)
 		run.Status = history.RunSucceeded
 	}
 	// Durability point: one syncfs for every blob and record of the run.
-	if err := e.Local.Sync(); err != nil {
-		r.emit(Event{Type: EvWarn, Reason: fmt.Sprintf("sync cache: %v", err)})
+	// Nothing to flush when no stage executed (hits only link).
+	if r.executed.Load() > 0 {
+		if err := e.Local.Sync(); err != nil {
+			r.emit(Event{Type: EvWarn, Reason: fmt.Sprintf("sync cache: %v", err)})
+		}
 	}
 	if err := e.History.FinishRun(run); err != nil {
 		return res, err
@@ -344,6 +350,7 @@ func (r *runner) execute(ctx context.Context, st *pipeline.Stage, sr *history.St
 	}
 	defer logf.Close()
 
+	r.executed.Add(1)
 	r.emit(Event{Type: EvStart, Stage: st.Name, Key: key, Reason: sr.Reason})
 	started := r.e.Now()
 	sr.Started = started
@@ -491,7 +498,6 @@ func (r *runner) attempt(ctx context.Context, st *pipeline.Stage, inputs map[str
 	for name, v := range st.Params {
 		env = append(env, "ORCH_PARAM_"+stages.EnvName(name)+"="+v.Text)
 	}
-	sort.Strings(env[len(env)-len(inputs)-len(st.Params):])
 	t.Env = env
 	actx := ctx
 	if st.Timeout > 0 {

@@ -284,7 +284,6 @@ type stageSpec struct {
 	values  map[string]*yaml.Node // field value nodes
 	inputs  []inputSpec
 	outputs []outputSpec
-	params  map[string]stages.Param
 	pnodes  map[string]*yaml.Node
 }
 
