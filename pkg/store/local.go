@@ -97,19 +97,24 @@ func (l *Local) PutBlob(_ context.Context, d digest.Digest, r io.Reader) error {
 }
 
 // AdoptFile moves the file at path, whose digest the caller has just computed
-// as d, into the store without copying (rename; copy across file systems).
-// The file at path is gone afterwards. Adopting a blob that already exists
+// as d, into the store without copying (rename; a copy across file systems or
+// when the file has other hard links). The file at path is gone afterwards. Adopting a blob that already exists
 // removes path and returns nil.
 func (l *Local) AdoptFile(d digest.Digest, path string) error {
 	final := l.BlobPath(d)
 	if _, err := os.Stat(final); err == nil {
 		return os.Remove(path)
 	}
-	if err := os.Chmod(path, 0o444); err != nil {
-		return fmt.Errorf("adopt blob %s: %w", d.Short(), err)
+	// A file with other hard links (a command that linked a workspace file
+	// as its output) is copied: moving it would make the blob share an
+	// inode, and a mode, with a file the user may edit.
+	var st unix.Stat_t
+	shared := unix.Lstat(path, &st) == nil && st.Nlink > 1
+	var err error
+	if !shared {
+		err = l.place(path, final)
 	}
-	err := l.place(path, final)
-	if err != nil && errors.Is(err, unix.EXDEV) {
+	if shared || errors.Is(err, unix.EXDEV) {
 		f, oerr := os.Open(path)
 		if oerr != nil {
 			return fmt.Errorf("adopt blob %s: %w", d.Short(), oerr)
