@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"unicode/utf8"
 )
 
 // ConfigError is one problem in a pipeline file.
@@ -61,7 +62,11 @@ func snippet(lines []string, line, col int) string {
 	}
 	text := strings.TrimRight(lines[line-1], "\r")
 	if len(text) > 200 {
-		text = text[:200] + "…"
+		cut := 200
+		for cut > 0 && !utf8.RuneStart(text[cut]) {
+			cut--
+		}
+		text = text[:cut] + "…"
 	}
 	num := fmt.Sprintf("%5d | ", line)
 	pad := strings.Repeat(" ", len(num)-2) + "| "
@@ -74,9 +79,20 @@ func snippet(lines []string, line, col int) string {
 
 // suggest returns the candidate closest to s if it is close enough to be a
 // plausible typo.
-func suggest(s string, candidates []string) string {
+// Cost is bounded: names longer than 64 bytes get no suggestion, only
+// candidates of similar length are compared, and at most maxSuggestCells
+// edit-distance cells are computed per file (hostile files get no more
+// suggestions once it is spent).
+func (l *loader) suggest(s string, candidates []string) string {
+	if s == "" || len(s) > 64 || l.suggestCells > maxSuggestCells {
+		return ""
+	}
 	best, bestD := "", 1<<30
 	for _, c := range candidates {
+		if len(c) > 64 || len(c)-len(s) > 3 || len(s)-len(c) > 3 {
+			continue
+		}
+		l.suggestCells += len(s) * len(c)
 		d := levenshtein(strings.ToLower(s), strings.ToLower(c))
 		if d < bestD {
 			best, bestD = c, d
@@ -92,8 +108,10 @@ func suggest(s string, candidates []string) string {
 	return ""
 }
 
-func didYouMean(s string, candidates []string) string {
-	if m := suggest(s, candidates); m != "" {
+const maxSuggestCells = 20_000_000
+
+func (l *loader) didYouMean(s string, candidates []string) string {
+	if m := l.suggest(s, candidates); m != "" {
 		return fmt.Sprintf(" (did you mean %q?)", m)
 	}
 	return ""

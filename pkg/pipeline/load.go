@@ -78,6 +78,9 @@ type loader struct {
 	nodes int
 	// pparams are the pipeline params, once read.
 	pparams map[string]stages.Param
+	// stageNames are the stage names, sorted, once read.
+	stageNames   []string
+	suggestCells int
 }
 
 func (l *loader) errAt(n *yaml.Node, format string, args ...any) {
@@ -227,7 +230,7 @@ func (l *loader) mapping(n *yaml.Node, what string, allowed []string, fn func(ke
 		}
 		seen[k.Value] = k
 		if allowed != nil && !contains(allowed, k.Value) {
-			l.errAt(k, "unknown key %q in %s%s", k.Value, what, didYouMean(k.Value, allowed))
+			l.errAt(k, "unknown key %q in %s%s", k.Value, what, l.didYouMean(k.Value, allowed))
 			continue
 		}
 		fn(k.Value, k, v)
@@ -330,26 +333,35 @@ func (l *loader) pipeline(root *yaml.Node) *Pipeline {
 			stagesNode = v
 		}
 	})
-	if nameNode == nil && resolve(root).Kind == yaml.MappingNode {
+	if r := resolve(root); r.Kind != yaml.MappingNode {
+		if r.Kind == yaml.ScalarNode && r.Tag == "!!null" {
+			l.errAt(root, "the pipeline is empty: it needs name: and stages:")
+		}
+		return p
+	}
+	if nameNode == nil {
 		l.errAt(root, "missing required key \"name\"")
 	}
-	for name, text := range l.opts.Params {
+	for _, name := range sortedKeys(l.opts.Params) {
+		text := l.opts.Params[name]
 		if _, ok := p.Params[name]; !ok {
 			var have []string
 			for k := range p.Params {
 				have = append(have, k)
 			}
 			sort.Strings(have)
-			l.errs = append(l.errs, &ConfigError{File: l.file, Msg: fmt.Sprintf("-p %s: the pipeline has no param %q%s (params: %s)", name, name, didYouMean(name, have), strings.Join(have, ", "))})
+			l.errs = append(l.errs, &ConfigError{File: l.file, Msg: fmt.Sprintf("-p %s: the pipeline has no param %q%s (params: %s)", name, name, l.didYouMean(name, have), strings.Join(have, ", "))})
 			continue
 		}
 		p.Params[name] = paramFromText(text)
 	}
 	l.pparams = p.Params
 	if stagesNode == nil {
-		if resolve(root).Kind == yaml.MappingNode {
-			l.errAt(root, "missing required key \"stages\"")
-		}
+		l.errAt(root, "missing required key \"stages\"")
+		return p
+	}
+	if sn := resolve(stagesNode); sn.Kind == yaml.ScalarNode && sn.Tag == "!!null" {
+		l.errAt(stagesNode, "the pipeline has no stages")
 		return p
 	}
 
@@ -364,6 +376,7 @@ func (l *loader) pipeline(root *yaml.Node) *Pipeline {
 		names[name] = true
 		specs = append(specs, &stageSpec{name: name, key: k, values: map[string]*yaml.Node{"": v}})
 	})
+	l.stageNames = keys(names)
 	if len(specs) == 0 && resolve(stagesNode).Kind == yaml.MappingNode {
 		l.errAt(stagesNode, "the pipeline has no stages")
 	}
@@ -390,7 +403,7 @@ func (l *loader) pipeline(root *yaml.Node) *Pipeline {
 				for _, o := range ust.Outputs {
 					have = append(have, o.Name)
 				}
-				l.errAt(in.node, "input %q: stage %q has no output %q%s (outputs: %s)", in.name, up, out, didYouMean(out, have), strings.Join(have, ", "))
+				l.errAt(in.node, "input %q: stage %q has no output %q%s (outputs: %s)", in.name, up, out, l.didYouMean(out, have), strings.Join(have, ", "))
 				continue
 			}
 			st.Inputs[i].Stage, st.Inputs[i].Output, st.Inputs[i].Path = up, out, ""
@@ -401,7 +414,7 @@ func (l *loader) pipeline(root *yaml.Node) *Pipeline {
 			case n.Value == s.name:
 				l.errAt(n, "needs: stage %q cannot need itself", n.Value)
 			case !names[n.Value]:
-				l.errAt(n, "needs: no stage named %q%s", n.Value, didYouMean(n.Value, keys(names)))
+				l.errAt(n, "needs: no stage named %q%s", n.Value, l.didYouMean(n.Value, l.stageNames))
 			default:
 				st.Needs = append(st.Needs, n.Value)
 				p.Graph.AddEdge(n.Value, s.name)
@@ -499,6 +512,10 @@ func (l *loader) stage(p *Pipeline, s *stageSpec) *Stage {
 				}
 				if val, ok := l.str(v, "input "+name); ok {
 					val = l.interp(v, val)
+					if val == "" {
+						l.errAt(v, "input %q is empty: give a workspace path or STAGE.OUTPUT", name)
+						return
+					}
 					s.inputs = append(s.inputs, inputSpec{name: name, key: k, node: v, value: val})
 				}
 			})
@@ -559,20 +576,23 @@ func (l *loader) stage(p *Pipeline, s *stageSpec) *Stage {
 	for _, in := range s.inputs {
 		st.Inputs = append(st.Inputs, Input{Name: in.name, Source: in.value, Path: filepath.Clean(in.value)})
 	}
-	seenPath := map[string]string{}
 	for _, o := range s.outputs {
 		if msg := checkRelPath(o.value); msg != "" {
 			l.errAt(o.node, "output %q: path %q %s", o.name, o.value, msg)
 			continue
 		}
 		clean := path.Clean(o.value)
-		for prevPath, prev := range seenPath {
-			if clean == prevPath || strings.HasPrefix(clean, prevPath+"/") || strings.HasPrefix(prevPath, clean+"/") {
-				l.errAt(o.node, "output %q: path %q overlaps output %q (%s)", o.name, clean, prev, prevPath)
+		overlap := false
+		for _, prev := range st.Outputs { // declaration order: deterministic
+			if clean == prev.Path || strings.HasPrefix(clean, prev.Path+"/") || strings.HasPrefix(prev.Path, clean+"/") {
+				l.errAt(o.node, "output %q: path %q overlaps output %q (%s)", o.name, clean, prev.Name, prev.Path)
+				overlap = true
+				break
 			}
 		}
-		seenPath[clean] = o.name
-		st.Outputs = append(st.Outputs, Output{Name: o.name, Path: clean})
+		if !overlap {
+			st.Outputs = append(st.Outputs, Output{Name: o.name, Path: clean})
+		}
 	}
 	// Kind.
 	if st.KindName == "" {
@@ -585,7 +605,7 @@ func (l *loader) stage(p *Pipeline, s *stageSpec) *Stage {
 	}
 	kind, ok := l.opts.Kinds.Lookup(st.KindName)
 	if !ok {
-		l.errAt(s.values["kind"], "unknown kind %q%s (kinds: %s)", st.KindName, didYouMean(st.KindName, l.opts.Kinds.Names()), strings.Join(l.opts.Kinds.Names(), ", "))
+		l.errAt(s.values["kind"], "unknown kind %q%s (kinds: %s)", st.KindName, l.didYouMean(st.KindName, l.opts.Kinds.Names()), strings.Join(l.opts.Kinds.Names(), ", "))
 		return st
 	}
 	st.Kind = kind
@@ -626,8 +646,12 @@ func (s *stageSpec) field(f string) *yaml.Node {
 }
 
 func (l *loader) checkInputPath(in inputSpec, p string, names map[string]bool) {
-	if up, _, isRef := strings.Cut(in.value, "."); isRef && !strings.ContainsAny(up, "/") {
-		if m := suggest(up, keys(names)); m != "" {
+	up, _, isRef := strings.Cut(in.value, ".")
+	if isRef && names[up] {
+		return // a reference; resolving it reported any problem
+	}
+	if isRef && up != "" && !strings.ContainsAny(up, "/") {
+		if m := l.suggest(up, l.stageNames); m != "" {
 			if _, err := os.Stat(filepath.Join(l.root, p)); err != nil {
 				l.errAt(in.node, "input %q: no stage named %q (did you mean %q?) and no file %s in the workspace", in.name, up, m, p)
 				return
@@ -685,7 +709,7 @@ func (l *loader) interp(n *yaml.Node, s string) string {
 		}
 		p, ok := l.pipelineParams()[name]
 		if !ok {
-			l.errAt(n, "unknown pipeline param %q in ${%s}%s", name, ref, didYouMean(name, sortedKeys(l.pipelineParams())))
+			l.errAt(n, "unknown pipeline param %q in ${%s}%s", name, ref, l.didYouMean(name, sortedKeys(l.pipelineParams())))
 			return m
 		}
 		return p.Text
@@ -718,7 +742,8 @@ func (l *loader) param(n *yaml.Node, pp map[string]stages.Param) stages.Param {
 				}
 			}
 			if strings.Contains(n.Value, "${") {
-				return stages.Param{Text: l.interp(n, n.Value), Value: l.interp(n, n.Value)}
+				text := l.interp(n, n.Value)
+				return stages.Param{Text: text, Value: text}
 			}
 		}
 		var v any

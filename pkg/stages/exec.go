@@ -135,6 +135,10 @@ func (e *Exec) Run(ctx context.Context, t *Task) error {
 	cmd.Stdout, cmd.Stderr = t.Log, t.Log
 	if f, ok := t.Log.(*os.File); ok {
 		cmd.Stdout, cmd.Stderr = f, f
+	} else {
+		// Output goes through a pipe copied by os/exec; do not let a
+		// background grandchild that keeps the pipe open hold Wait.
+		cmd.WaitDelay = 100 * time.Millisecond
 	}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start: %w", err)
@@ -151,15 +155,16 @@ func (e *Exec) Run(ctx context.Context, t *Task) error {
 		select {
 		case <-done:
 			timer.Stop()
+			_ = syscall.Kill(-pgid, syscall.SIGKILL) // leftovers in the group
 		case <-timer.C:
 			fmt.Fprintf(t.Log, "\norch: still running %s after SIGTERM; sending SIGKILL\n", e.Grace)
+			_ = syscall.Kill(-pgid, syscall.SIGKILL)
+			<-done
 		}
-		_ = syscall.Kill(-pgid, syscall.SIGKILL)
-		<-done
 		return context.Cause(ctx)
 	}
-	if err == nil {
-		return nil
+	if err == nil || errors.Is(err, exec.ErrWaitDelay) {
+		return nil // exited 0; only a grandchild still held the output pipe
 	}
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
