@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"sync"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/orch-dev/orch/pkg/digest"
 	"github.com/orch-dev/orch/pkg/store"
 )
@@ -25,8 +27,12 @@ type Cache struct {
 	Local *store.Local
 	Memo  *Memo
 
-	mu       sync.Mutex
-	verified map[digest.Digest]bool
+	mu sync.Mutex
+	// verified remembers blobs hashed in this process with the stat they
+	// had; a blob whose size, mtime or inode changed since (a stage wrote
+	// to a hard-linked input: root ignores the read-only mode) is hashed
+	// again.
+	verified map[digest.Digest]blobStat
 	// Corrupt is called (concurrently) for every blob that failed
 	// verification and was evicted.
 	Corrupt func(d digest.Digest, err error)
@@ -34,7 +40,7 @@ type Cache struct {
 
 // New returns a Cache over s with local blobs in l.
 func New(s store.Store, l *store.Local, m *Memo) *Cache {
-	return &Cache{Store: s, Local: l, Memo: m, verified: map[digest.Digest]bool{}}
+	return &Cache{Store: s, Local: l, Memo: m, verified: map[digest.Digest]blobStat{}}
 }
 
 // Lookup returns the record under key. A missing record wraps
@@ -47,11 +53,11 @@ func (c *Cache) Lookup(ctx context.Context, key digest.Digest) (*Record, error) 
 // from c.Store if needed. A blob that fails verification is evicted and
 // reported with an error wrapping store.ErrCorrupt.
 func (c *Cache) ensure(ctx context.Context, d digest.Digest) (string, error) {
-	c.mu.Lock()
-	ok := c.verified[d]
-	c.mu.Unlock()
 	p := c.Local.BlobPath(d)
-	if ok {
+	c.mu.Lock()
+	seen, ok := c.verified[d]
+	c.mu.Unlock()
+	if ok && statOf(p) == seen {
 		return p, nil
 	}
 	if _, err := os.Stat(p); err != nil {
@@ -80,10 +86,21 @@ func (c *Cache) ensure(ctx context.Context, d digest.Digest) (string, error) {
 		}
 		return "", err
 	}
-	c.mu.Lock()
-	c.verified[d] = true
-	c.mu.Unlock()
+	c.markVerified(d)
 	return p, nil
+}
+
+type blobStat struct {
+	size, mtime int64
+	ino         uint64
+}
+
+func statOf(p string) blobStat {
+	var st unix.Stat_t
+	if unix.Stat(p, &st) != nil {
+		return blobStat{size: -1}
+	}
+	return blobStat{size: st.Size, mtime: st.Mtim.Nano(), ino: st.Ino}
 }
 
 // Check verifies that every blob of out is present and intact, fetching
@@ -145,14 +162,17 @@ func (c *Cache) Restore(ctx context.Context, out Output, dst string) error {
 	}
 	for attempt := 0; ; attempt++ {
 		err := os.Rename(build, dst)
-		if err == nil || attempt == 3 {
+		if err == nil || attempt == 10 {
 			if err == nil && out.Dir {
 				err = os.WriteFile(dirMarker(dst), []byte(out.Digest.String()), 0o644)
 			}
 			return err
 		}
-		// dst is a directory (not replaceable by rename) or in the way.
-		if err := removeAll(dst); err != nil {
+		// dst is a directory (rename cannot replace a non-empty one) or in
+		// the way: move it aside atomically, then delete it at leisure, so a
+		// concurrent restorer renaming into dst is never deleted under.
+		aside := filepath.Join(tmp, fmt.Sprintf("old%d", attempt))
+		if err := os.Rename(dst, aside); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
 	}
@@ -180,7 +200,7 @@ func (c *Cache) build(ctx context.Context, out Output, dst string) error {
 		return err
 	}
 	for _, e := range t.Entries {
-		target := filepath.Join(dst, filepath.FromSlash(e.Path))
+		target := filepath.Join(dst, filepath.FromSlash(UnsafeString(e.Path)))
 		if !within(dst, target) {
 			return fmt.Errorf("tree %s: entry %q: %w", out.Digest.Short(), e.Path, store.ErrCorrupt)
 		}
@@ -213,8 +233,7 @@ func (c *Cache) Linked(out Output, dst string) bool {
 		if err != nil || string(b) != out.Digest.String() {
 			return false
 		}
-		fi, err := os.Lstat(dst)
-		return err == nil && fi.IsDir()
+		return c.linkedTree(out.Digest, dst)
 	}
 	a, err := os.Lstat(dst)
 	if err != nil || !a.Mode().IsRegular() {
@@ -223,6 +242,55 @@ func (c *Cache) Linked(out Output, dst string) bool {
 	b, err := os.Stat(c.Local.BlobPath(out.Digest))
 	return err == nil && os.SameFile(a, b)
 }
+
+// linkedTree reports whether the directory dst holds exactly the entries of
+// tree d, each file the very inode of its blob: stats only.
+func (c *Cache) linkedTree(d digest.Digest, dst string) bool {
+	b, err := os.ReadFile(c.Local.BlobPath(d))
+	if err != nil {
+		return false
+	}
+	t, err := DecodeTree(b)
+	if err != nil {
+		return false
+	}
+	want := map[string]TreeEntry{}
+	for _, e := range t.Entries {
+		want[filepath.Join(dst, filepath.FromSlash(UnsafeString(e.Path)))] = e
+	}
+	n := 0
+	err = filepath.WalkDir(dst, func(p string, de fs.DirEntry, err error) error {
+		if err != nil || p == dst {
+			return err
+		}
+		e, ok := want[p]
+		if !ok || e.Dir != de.IsDir() {
+			return errMismatch
+		}
+		n++
+		if e.Dir {
+			return nil
+		}
+		a, err := os.Lstat(p)
+		if err != nil {
+			return err
+		}
+		if e.Exec { // copies, not links: compare size only
+			if a.Size() != e.Size {
+				return errMismatch
+			}
+			return nil
+		}
+		bl, err := os.Stat(c.Local.BlobPath(e.Digest))
+		if err != nil || !os.SameFile(a, bl) {
+			return errMismatch
+		}
+		return nil
+	})
+	return err == nil && n == len(t.Entries)
+}
+
+var errMismatch = errors.New("mismatch")
 
 func linkOrCopy(src, dst string, exec bool) error {
 	if !exec {
@@ -317,7 +385,7 @@ func (c *Cache) Collect(ctx context.Context, src string) (Output, []digest.Diges
 		}
 		// Symlinked entries point at files inside src that are adopted as
 		// entries of their own.
-		if files[i] != filepath.Join(src, filepath.FromSlash(e.Path)) || seen[e.Digest] {
+		if files[i] != filepath.Join(src, filepath.FromSlash(UnsafeString(e.Path))) || seen[e.Digest] {
 			continue
 		}
 		seen[e.Digest] = true
@@ -333,6 +401,11 @@ func (c *Cache) Collect(ctx context.Context, src string) (Output, []digest.Diges
 		return Output{}, nil, err
 	}
 	blobs = append(blobs, td)
+	// What remains of src (directories, duplicate files, symlinks) is in
+	// the store now; src is gone afterwards, as for a file.
+	if err := removeAll(src); err != nil {
+		return Output{}, nil, err
+	}
 	return Output{Digest: td, Size: t.Size(), Dir: true}, blobs, nil
 }
 
@@ -377,7 +450,8 @@ func (c *Cache) Save(ctx context.Context, r *Record, blobs []digest.Digest) erro
 }
 
 func (c *Cache) markVerified(d digest.Digest) {
+	st := statOf(c.Local.BlobPath(d))
 	c.mu.Lock()
-	c.verified[d] = true
+	c.verified[d] = st
 	c.mu.Unlock()
 }

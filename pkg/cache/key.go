@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/orch-dev/orch/pkg/digest"
 )
@@ -39,13 +41,35 @@ type Preimage struct {
 	// Needs lists order-only dependencies; they do not enter by content.
 }
 
-// Encode returns the canonical encoding of p.
+// Encode returns the canonical encoding of p. Strings that are not valid
+// UTF-8 (file names can be any bytes) are escaped first: encoding/json would
+// replace their bad bytes with U+FFFD and make distinct names collide.
 func (p *Preimage) Encode() []byte {
-	if p.Version == "" {
-		p.Version = KeyVersion
+	q := *p
+	if q.Version == "" {
+		q.Version = KeyVersion
 	}
-	sort.Strings(p.Outputs)
-	b, err := json.Marshal(p)
+	q.Outputs = sortedCopy(p.Outputs)
+	if !p.validUTF8() {
+		q.Code = map[string]digest.Digest{}
+		for k, v := range p.Code {
+			q.Code[SafeString(k)] = v
+		}
+		q.Params = map[string]string{}
+		for k, v := range p.Params {
+			q.Params[SafeString(k)] = SafeString(v)
+		}
+		q.Inputs = map[string]Input{}
+		for k, v := range p.Inputs {
+			v.Source = SafeString(v.Source)
+			q.Inputs[SafeString(k)] = v
+		}
+		q.Command = SafeString(p.Command)
+		for i, o := range q.Outputs {
+			q.Outputs[i] = SafeString(o)
+		}
+	}
+	b, err := json.Marshal(&q)
 	if err != nil {
 		panic(fmt.Sprintf("cache: encode preimage: %v", err)) // only plain types inside
 	}
@@ -55,13 +79,15 @@ func (p *Preimage) Encode() []byte {
 // Key returns the cache key of p.
 func (p *Preimage) Key() digest.Digest { return digest.Bytes(p.Encode()) }
 
-// EnvValue returns the Preimage form of an environment variable's value: the
-// digest of the value, so secrets never reach the cache, or "" when unset.
+// EnvValue returns the Preimage form of an environment variable's value: a
+// full, domain-separated digest of the value, so the value itself never
+// reaches the cache, or "" when unset. (A digest cannot protect a weak,
+// guessable secret from brute force; declare such variables sparingly.)
 func EnvValue(v string, set bool) string {
 	if !set {
 		return ""
 	}
-	return "b3:" + digest.String(v).Short()
+	return "b3:" + digest.String("orch.env.v1\x00"+v).String()
 }
 
 // Diff returns the reasons old and cur differ, in a stable order, with the
@@ -160,4 +186,42 @@ func unionKeys[V any](a, b map[string]V) []string {
 	}
 	sort.Strings(ks)
 	return ks
+}
+
+func (p *Preimage) validUTF8() bool {
+	ok := utf8.ValidString(p.Command)
+	for k, v := range p.Code {
+		_ = v
+		ok = ok && utf8.ValidString(k)
+	}
+	for k, v := range p.Params {
+		ok = ok && utf8.ValidString(k) && utf8.ValidString(v)
+	}
+	for k, v := range p.Inputs {
+		ok = ok && utf8.ValidString(k) && utf8.ValidString(v.Source)
+	}
+	for _, o := range p.Outputs {
+		ok = ok && utf8.ValidString(o)
+	}
+	return ok
+}
+
+// SafeString returns s unchanged if it is valid UTF-8, and otherwise an
+// escaped form that is valid UTF-8 and distinct for distinct inputs: U+FFFD
+// followed by strconv.QuoteToASCII(s).
+func SafeString(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	return "\ufffd" + strconv.QuoteToASCII(s)
+}
+
+// UnsafeString inverts SafeString.
+func UnsafeString(s string) string {
+	if rest, ok := strings.CutPrefix(s, "\ufffd"); ok {
+		if u, err := strconv.Unquote(rest); err == nil && !utf8.ValidString(u) {
+			return u
+		}
+	}
+	return s
 }

@@ -184,7 +184,7 @@ func (m *Memo) Tree(abs string) (*Tree, []string, error) {
 			return nil
 		}
 		rel, _ := filepath.Rel(root, p)
-		rel = filepath.ToSlash(rel)
+		rel = SafeString(filepath.ToSlash(rel))
 		if de.Type()&fs.ModeSymlink != 0 {
 			target, err := filepath.EvalSymlinks(p)
 			if err != nil {

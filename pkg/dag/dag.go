@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	"github.com/dominikbraun/graph"
-	"github.com/dominikbraun/graph/draw"
 )
 
 // ErrCycle is wrapped by the error a cycle produces.
@@ -196,10 +195,23 @@ func (g *Graph) Downstream(ids ...string) map[string]bool {
 	return seen
 }
 
-// DOT writes the graph in Graphviz DOT. label, if not nil, gives extra text
-// per node.
+// DOT writes the graph in Graphviz DOT, deterministically: nodes and edges
+// in topological order. (graph/draw.DOT iterates maps, so its output
+// changes from call to call.)
 func (g *Graph) DOT(w io.Writer, name string) error {
-	return draw.DOT(g.g, w, draw.GraphAttribute("label", name), draw.GraphAttribute("rankdir", "LR"))
+	var b strings.Builder
+	fmt.Fprintf(&b, "digraph %q {\n  rankdir=LR;\n  label=%q;\n  node [shape=box, style=rounded];\n", name, name)
+	for _, n := range g.order {
+		fmt.Fprintf(&b, "  %q;\n", g.nodes[n])
+	}
+	for _, n := range g.order {
+		for _, m := range g.downs[n] {
+			fmt.Fprintf(&b, "  %q -> %q;\n", g.nodes[n], g.nodes[m])
+		}
+	}
+	b.WriteString("}\n")
+	_, err := io.WriteString(w, b.String())
+	return err
 }
 
 // Mermaid writes the graph as a Mermaid flowchart.

@@ -70,7 +70,7 @@ func (g *Graph) Walk(ctx context.Context, sel map[string]bool, keepGoing bool, f
 	}
 	// Start in topological order so that ready nodes begin in declaration order.
 	for _, n := range g.order {
-		if in(n) && waiting[n] == 0 {
+		if in(n) && waiting[n] == 0 && ctx.Err() == nil {
 			start(n)
 		}
 	}
