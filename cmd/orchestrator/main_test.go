@@ -8,6 +8,8 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"regexp"
+	"runtime"
 	"strconv"
 	"syscall"
 	"testing"
@@ -22,7 +24,14 @@ import (
 func TestMain(m *testing.M) {
 	testscript.Main(m, map[string]func(){
 		"orch": func() {
+			// As in main: the first SIGINT/SIGTERM cancels the run, a second
+			// one gets the default handling.
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			go func() {
+				<-ctx.Done()
+				stop()
+			}()
+			watchdog(hangLimit)
 			code := run(ctx, os.Args[1:])
 			stop()
 			os.Exit(code)
@@ -30,8 +39,25 @@ func TestMain(m *testing.M) {
 	})
 }
 
-// waitLimit bounds every wait in the scripts' helper commands.
-const waitLimit = 60 * time.Second
+const (
+	// waitLimit bounds every wait in the scripts' helper commands.
+	waitLimit = 60 * time.Second
+	// hangLimit is how long one orch invocation may take in a test before it
+	// is declared hung. No test comes near it; it turns a deadlock into a
+	// failure with every goroutine's stack instead of a stalled suite.
+	hangLimit = 90 * time.Second
+)
+
+// watchdog makes this process print all goroutine stacks and exit with
+// status 124 if it is still running after d.
+func watchdog(d time.Duration) {
+	time.AfterFunc(d, func() {
+		buf := make([]byte, 1<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		fmt.Fprintf(os.Stderr, "orch (test watchdog): still running after %s; hung? goroutines:\n%s\n", d, buf)
+		os.Exit(124)
+	})
+}
 
 // TestScripts runs the end-to-end scripts in testdata/script, each in a
 // fresh temporary workspace ($WORK).
@@ -41,6 +67,7 @@ const waitLimit = 60 * time.Second
 //	code N CMD [ARGS...]   run CMD; fail unless it exits with status N
 //	                       (stdout/stderr are kept for `stdout`/`stderr`)
 //	waitfile PATH...       wait (bounded) until every PATH exists
+//	waitgrep REGEXP FILE   wait (bounded) until FILE has a line matching REGEXP
 //
 // Extra conditions: [root] is true when the tests run as uid 0, for whom
 // file modes do not stop writes.
@@ -50,6 +77,7 @@ func TestScripts(t *testing.T) {
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			"code":     cmdCode,
 			"waitfile": cmdWaitfile,
+			"waitgrep": cmdWaitgrep,
 		},
 		Condition: func(cond string) (bool, error) {
 			switch cond {
@@ -57,12 +85,6 @@ func TestScripts(t *testing.T) {
 				return os.Geteuid() == 0, nil
 			}
 			return false, fmt.Errorf("unknown condition %q", cond)
-		},
-		Setup: func(env *testscript.Env) error {
-			// A stray cache directory from the developer's environment must
-			// not leak into the tests.
-			env.Setenv("ORCH_CACHE_DIR", "")
-			return nil
 		},
 	})
 }
@@ -113,5 +135,32 @@ func cmdWaitfile(ts *testscript.TestScript, neg bool, args []string) {
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
+	}
+}
+
+// cmdWaitgrep waits until a file has a line matching a regexp, at most
+// waitLimit. It lets a script watch a background command that writes its
+// output to a file.
+func cmdWaitgrep(ts *testscript.TestScript, neg bool, args []string) {
+	if neg {
+		ts.Fatalf("unsupported: ! waitgrep")
+	}
+	if len(args) != 2 {
+		ts.Fatalf("usage: waitgrep REGEXP FILE")
+	}
+	re, err := regexp.Compile("(?m)" + args[0])
+	ts.Check(err)
+	p := ts.MkAbs(args[1])
+	deadline := time.Now().Add(waitLimit)
+	for {
+		b, _ := os.ReadFile(p)
+		if re.Match(b) {
+			return
+		}
+		if time.Now().After(deadline) {
+			ts.Logf("[%s]\n%s", args[1], b)
+			ts.Fatalf("waitgrep: no line matching %#q in %s within %s", args[0], args[1], waitLimit)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

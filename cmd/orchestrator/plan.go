@@ -28,15 +28,15 @@ runs; if the MISS reproduces its output bytes, a WAIT turns into a HIT).` + "\n"
 			if err != nil {
 				return err
 			}
+			sel := engine.Selection{Targets: args[1:], Force: force, ForceAll: forceAll}
+			if _, err := engine.Select(p, sel); err != nil {
+				return badInput(err)
+			}
 			e, err := g.engine()
 			if err != nil {
 				return err
 			}
 			defer e.Close()
-			sel := engine.Selection{Targets: args[1:], Force: force, ForceAll: forceAll}
-			if _, err := engine.Select(p, sel); err != nil {
-				return badInput(err)
-			}
 			pl, err := e.Plan(c.Context(), p, sel)
 			if err != nil {
 				return err

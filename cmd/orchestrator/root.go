@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -12,12 +13,14 @@ import (
 	"github.com/orch-dev/orch/pkg/engine"
 	"github.com/orch-dev/orch/pkg/pipeline"
 	"github.com/orch-dev/orch/pkg/stages"
+	"github.com/orch-dev/orch/pkg/store"
 )
 
 type globals struct {
 	workspace string
 	cacheDir  string
 	killGrace time.Duration
+	remote    string
 }
 
 const exitCodesHelp = `
@@ -47,8 +50,21 @@ or params changed, and restores the rest.` + "\n" + exitCodesHelp,
 	pf.StringVarP(&g.workspace, "workspace", "w", "", "workspace root (default: the current directory)")
 	pf.StringVar(&g.cacheDir, "cache-dir", os.Getenv("ORCH_CACHE_DIR"), "local cache directory (default: WORKSPACE/.orch/cache; env ORCH_CACHE_DIR)")
 	pf.DurationVar(&g.killGrace, "kill-grace", 10*time.Second, "on cancel or timeout, time between SIGTERM and SIGKILL of a stage's processes")
+	pf.StringVar(&g.remote, "remote", os.Getenv("ORCH_REMOTE"), "shared cache behind the local one: s3://BUCKET/PREFIX[?endpoint=URL&region=R&path_style=true], file:///PATH or a directory (env ORCH_REMOTE)")
+	root.AddCommand(newPushCmd(g))
 	root.AddCommand(newRunCmd(g), newPlanCmd(g), newWhyCmd(g), newDagCmd(g), newValidateCmd(g),
 		newRunsCmd(g), newLogsCmd(g), newVerifyCmd(g))
+	// Wrong argument counts are bad input (exit 3), like bad flags.
+	for _, c := range root.Commands() {
+		if check := c.Args; check != nil {
+			c.Args = func(c *cobra.Command, args []string) error {
+				if err := check(c, args); err != nil {
+					return badInput(fmt.Errorf("%s: %w (usage: %s)", c.CommandPath(), err, c.UseLine()))
+				}
+				return nil
+			}
+		}
+	}
 	return root
 }
 
@@ -106,7 +122,27 @@ func (g *globals) engine() (*engine.Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	return engine.Open(engine.Options{Root: root, CacheDir: g.cacheDir})
+	opts := engine.Options{Root: root, CacheDir: g.cacheDir}
+	if g.remote != "" {
+		r, err := store.ParseRemote(g.remote)
+		if err != nil {
+			return nil, badInput(fmt.Errorf("--remote: %w", err))
+		}
+		opts.Store = func(local *store.Local) (store.Store, error) {
+			// The first remote failure is reported once; the run goes on
+			// with the local cache, and `orch push` uploads what it made.
+			name := r.String()
+			t, err := r.Tiered(context.Background(), local, func(err error) {
+				msg := strings.TrimPrefix(err.Error(), name+": ")
+				fmt.Fprintf(os.Stderr, "orch: remote %s unavailable: %s; continuing with the local cache\n", name, msg)
+			})
+			if err != nil {
+				return nil, fmt.Errorf("remote %s: %w", name, err)
+			}
+			return t, nil
+		}
+	}
+	return engine.Open(opts)
 }
 
 func fmtDur(d time.Duration) string {

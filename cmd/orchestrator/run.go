@@ -41,15 +41,15 @@ those stages and everything upstream of them.` + "\n" + exitCodesHelp,
 			if err != nil {
 				return err
 			}
+			sel := engine.Selection{Targets: args[1:], Force: f.force, ForceAll: f.forceAll}
+			if _, err := engine.Select(p, sel); err != nil {
+				return badInput(err)
+			}
 			e, err := g.engine()
 			if err != nil {
 				return err
 			}
 			defer e.Close()
-			sel := engine.Selection{Targets: args[1:], Force: f.force, ForceAll: f.forceAll}
-			if _, err := engine.Select(p, sel); err != nil {
-				return badInput(err)
-			}
 			pr := newProgress(c.OutOrStdout(), len(p.Stages))
 			started := time.Now()
 			res, err := e.Run(c.Context(), p, engine.RunOptions{

@@ -184,13 +184,34 @@ func dirMarker(dst string) string {
 	return filepath.Join(filepath.Dir(dst), "."+filepath.Base(dst)+".tree")
 }
 
+// RestoreCopy materializes out at dst like Restore, but as independent
+// copies (reflinks where the file system has them), never hard links: for
+// commands, which could otherwise write through a link into the cache (the
+// read-only mode does not stop root, or an owner who chmods).
+func (c *Cache) RestoreCopy(ctx context.Context, out Output, dst string) error {
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	return c.buildMode(ctx, out, dst, true)
+}
+
 func (c *Cache) build(ctx context.Context, out Output, dst string) error {
+	return c.buildMode(ctx, out, dst, false)
+}
+
+func (c *Cache) buildMode(ctx context.Context, out Output, dst string, copies bool) error {
+	place := func(p, target string, exec bool) error {
+		if copies {
+			return cloneOrCopy(p, target, exec)
+		}
+		return linkOrCopy(p, target, exec)
+	}
 	if !out.Dir {
 		p, err := c.ensure(ctx, out.Digest)
 		if err != nil {
 			return err
 		}
-		return linkOrCopy(p, dst, false)
+		return place(p, dst, false)
 	}
 	t, err := c.tree(ctx, out.Digest)
 	if err != nil {
@@ -217,7 +238,7 @@ func (c *Cache) build(ctx context.Context, out Output, dst string) error {
 		if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
 			return err
 		}
-		if err := linkOrCopy(p, target, e.Exec); err != nil {
+		if err := place(p, target, e.Exec); err != nil {
 			return err
 		}
 	}
@@ -298,6 +319,12 @@ func linkOrCopy(src, dst string, exec bool) error {
 			return nil
 		}
 	}
+	return cloneOrCopy(src, dst, exec)
+}
+
+// cloneOrCopy writes an independent, read-only copy of src at dst: a reflink
+// (FICLONE) where the file system shares extents, a byte copy otherwise.
+func cloneOrCopy(src, dst string, exec bool) error {
 	in, err := os.Open(src)
 	if err != nil {
 		return err
@@ -308,7 +335,9 @@ func linkOrCopy(src, dst string, exec bool) error {
 	if err != nil {
 		return err
 	}
-	_, err = io.Copy(out, in)
+	if cerr := unix.IoctlFileClone(int(out.Fd()), int(in.Fd())); cerr != nil {
+		_, err = io.Copy(out, in)
+	}
 	if cerr := out.Close(); err == nil {
 		err = cerr
 	}

@@ -1,6 +1,13 @@
 package dag
 
-import "context"
+import (
+	"context"
+	"errors"
+)
+
+// ErrNotStarted, returned (wrapped) by a Walk's fn, means the node decided
+// not to start after all (the run is stopping); it is recorded as Skipped.
+var ErrNotStarted = errors.New("not started")
 
 // Status is how a node ended in a Walk.
 type Status int
@@ -91,6 +98,11 @@ func (g *Graph) Walk(ctx context.Context, sel map[string]bool, keepGoing bool, f
 		r := <-reports
 		running--
 		id := g.nodes[r.n]
+		if errors.Is(r.err, ErrNotStarted) {
+			results[id] = Result{Status: Skipped}
+			skip(r.n, "")
+			continue
+		}
 		if r.err != nil {
 			results[id] = Result{Status: Failed, Err: r.err}
 			skip(r.n, id)

@@ -20,6 +20,7 @@ import (
 	"github.com/orch-dev/orch/pkg/history"
 	"github.com/orch-dev/orch/pkg/pipeline"
 	"github.com/orch-dev/orch/pkg/stages"
+	"github.com/orch-dev/orch/pkg/store"
 )
 
 // ErrInterrupted is returned by Run when its context was cancelled.
@@ -93,6 +94,10 @@ type runner struct {
 	heads map[string][]history.Head
 
 	executed atomic.Int32 // stages that executed (and so wrote blobs)
+	stopping atomic.Bool  // a stage failed and the run does not keep going
+
+	recomputeMu sync.Mutex
+	recomputed  map[string]*recomputation // upstream stages re-run for a corrupt output
 
 	mu      sync.Mutex
 	outputs map[string]map[string]cache.Output
@@ -131,6 +136,7 @@ func (e *Engine) Run(ctx context.Context, p *pipeline.Pipeline, opts RunOptions)
 	r := &runner{
 		e: e, p: p, opts: opts, run: run, slots: make(chan struct{}, opts.Jobs), heads: heads,
 		outputs: map[string]map[string]cache.Output{}, stages: map[string]*history.StageRun{},
+		recomputed: map[string]*recomputation{},
 	}
 	tmp := filepath.Join(e.StateDir, "tmp")
 	if err := os.MkdirAll(tmp, 0o755); err != nil {
@@ -216,6 +222,9 @@ func (r *runner) stage(ctx context.Context, name string) error {
 	if ctx.Err() != nil {
 		return context.Cause(ctx)
 	}
+	if r.stopping.Load() {
+		return dag.ErrNotStarted
+	}
 	st := r.p.Stages[name]
 	sr := r.stageRun(name)
 	pre, _, err := r.e.Preimage(r.p, st, r.upstream)
@@ -261,6 +270,9 @@ func (r *runner) upstream(stage string) (map[string]cache.Output, bool) {
 }
 
 func (r *runner) fail(sr *history.StageRun, err error) error {
+	if !r.opts.KeepGoing {
+		r.stopping.Store(true)
+	}
 	sr.Status = history.Failed
 	sr.Error = err.Error()
 	r.emit(Event{Type: EvFailed, Stage: sr.Name, Reason: err.Error(), Duration: sr.Duration})
@@ -328,20 +340,36 @@ func (r *runner) tryHit(ctx context.Context, st *pipeline.Stage, sr *history.Sta
 
 // execute runs a MISS with retries, then stores its outputs and record.
 func (r *runner) execute(ctx context.Context, st *pipeline.Stage, sr *history.StageRun, pre *cache.Preimage, key digest.Digest) error {
-	select {
-	case r.slots <- struct{}{}:
-	case <-ctx.Done():
-		return context.Cause(ctx)
-	}
-	defer func() { <-r.slots }()
-
 	dir := filepath.Join(r.dir, st.Name)
+	if err := cache.RemoveAll(dir); err != nil {
+		return r.fail(sr, err)
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return r.fail(sr, err)
 	}
-	inputs, err := r.materialize(ctx, st, dir)
+	inputs, recomputed, err := r.materialize(ctx, st, dir)
 	if err != nil {
+		if ctx.Err() != nil {
+			return r.interrupted(sr, ctx)
+		}
 		return r.fail(sr, fmt.Errorf("materialize inputs: %w", err))
+	}
+	if recomputed {
+		// An upstream was re-run because its cached output was corrupt. If
+		// it wrote other bytes this time, this stage has another key now.
+		if now, _, err := r.e.Preimage(r.p, st, r.upstream); err == nil && now.Key() != key {
+			return r.stage(ctx, st.Name)
+		}
+	}
+
+	select {
+	case r.slots <- struct{}{}:
+	case <-ctx.Done():
+		return r.interrupted(sr, ctx)
+	}
+	defer func() { <-r.slots }()
+	if r.stopping.Load() {
+		return dag.ErrNotStarted
 	}
 	logPath := filepath.Join(dir, "log")
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
@@ -451,22 +479,73 @@ func (r *runner) interrupted(sr *history.StageRun, ctx context.Context) error {
 }
 
 // materialize makes each input available at an absolute path: workspace
-// inputs in place, upstream outputs restored read-only into dir/in/.
-func (r *runner) materialize(ctx context.Context, st *pipeline.Stage, dir string) (map[string]string, error) {
-	paths := map[string]string{}
+// inputs in place, upstream outputs as read-only copies (reflinks where
+// possible) in dir/in/, so a command cannot write into the cache. An
+// upstream output whose cached blob turns out corrupt or missing is
+// recomputed by re-running that upstream stage; recomputed reports it.
+func (r *runner) materialize(ctx context.Context, st *pipeline.Stage, dir string) (paths map[string]string, recomputed bool, err error) {
+	paths = map[string]string{}
 	for _, in := range st.Inputs {
 		if !in.IsRef() {
 			paths[in.Name] = r.e.inputPath(r.p, in)
 			continue
 		}
-		outs, _ := r.upstream(in.Stage)
 		dst := filepath.Join(dir, "in", in.Name)
-		if err := r.e.Cache.Restore(ctx, outs[in.Output], dst); err != nil {
-			return nil, fmt.Errorf("input %q (%s): %w", in.Name, in.Source, err)
+		for try := 0; ; try++ {
+			outs, _ := r.upstream(in.Stage)
+			err := r.e.Cache.RestoreCopy(ctx, outs[in.Output], dst)
+			if err == nil {
+				break
+			}
+			_ = cache.RemoveAll(dst)
+			if try > 0 || !(errors.Is(err, store.ErrCorrupt) || errors.Is(err, store.ErrNotFound)) {
+				return nil, recomputed, fmt.Errorf("input %q (%s): %w", in.Name, in.Source, err)
+			}
+			r.emit(Event{Type: EvWarn, Stage: in.Stage, Reason: fmt.Sprintf("cached output %s unusable (%v); re-running %s", in.Output, err, in.Stage)})
+			if err := r.recompute(ctx, in.Stage); err != nil {
+				return nil, recomputed, fmt.Errorf("input %q: re-running %s: %w", in.Name, in.Stage, err)
+			}
+			recomputed = true
 		}
 		paths[in.Name] = dst
 	}
-	return paths, nil
+	return paths, recomputed, nil
+}
+
+type recomputation struct {
+	once sync.Once
+	err  error
+}
+
+// recompute re-executes stage up, a HIT whose cached output proved corrupt,
+// once per run however many stages below it ask.
+func (r *runner) recompute(ctx context.Context, up string) error {
+	r.recomputeMu.Lock()
+	rc, ok := r.recomputed[up]
+	if !ok {
+		rc = &recomputation{}
+		r.recomputed[up] = rc
+	}
+	r.recomputeMu.Unlock()
+	rc.once.Do(func() {
+		st := r.p.Stages[up]
+		sr := r.stageRun(up)
+		pre, _, err := r.e.Preimage(r.p, st, r.upstream)
+		if err != nil {
+			rc.err = err
+			return
+		}
+		key := pre.Key()
+		unlock, err := r.e.Local.Lock(ctx, key, nil)
+		if err != nil {
+			rc.err = err
+			return
+		}
+		defer unlock()
+		sr.Reason = "cached output corrupt"
+		rc.err = r.execute(ctx, st, sr, pre, key)
+	})
+	return rc.err
 }
 
 // attempt runs one attempt in a fresh directory.

@@ -125,11 +125,13 @@ func (db *DB) with(write bool, fn func(tx *bolt.Tx) error) error {
 	return b.View(fn)
 }
 
-// NewID returns a new run ID: sortable by time, unique.
+// NewID returns a new run ID: sortable by start time (to the microsecond),
+// then unique by a random suffix.
 func NewID(now time.Time) string {
-	var r [3]byte
+	var r [2]byte
 	_, _ = rand.Read(r[:])
-	return now.UTC().Format("20060102-150405") + "-" + hex.EncodeToString(r[:])
+	u := now.UTC()
+	return fmt.Sprintf("%s-%06d%s", u.Format("20060102-150405"), u.Nanosecond()/1000, hex.EncodeToString(r[:]))
 }
 
 // PutRun stores r, replacing a run with the same ID.

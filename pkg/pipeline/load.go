@@ -576,9 +576,11 @@ func (l *loader) stage(p *Pipeline, s *stageSpec) *Stage {
 	for _, in := range s.inputs {
 		st.Inputs = append(st.Inputs, Input{Name: in.name, Source: in.value, Path: filepath.Clean(in.value)})
 	}
+	rejected := map[string]bool{} // outputs with bad paths: reported once
 	for _, o := range s.outputs {
 		if msg := checkRelPath(o.value); msg != "" {
 			l.errAt(o.node, "output %q: path %q %s", o.name, o.value, msg)
+			rejected[o.name] = true
 			continue
 		}
 		clean := path.Clean(o.value)
@@ -586,6 +588,7 @@ func (l *loader) stage(p *Pipeline, s *stageSpec) *Stage {
 		for _, prev := range st.Outputs { // declaration order: deterministic
 			if clean == prev.Path || strings.HasPrefix(clean, prev.Path+"/") || strings.HasPrefix(prev.Path, clean+"/") {
 				l.errAt(o.node, "output %q: path %q overlaps output %q (%s)", o.name, clean, prev.Name, prev.Path)
+				rejected[o.name] = true
 				overlap = true
 				break
 			}
@@ -616,12 +619,16 @@ func (l *loader) stage(p *Pipeline, s *stageSpec) *Stage {
 	for _, o := range st.Outputs {
 		decl.Outputs = append(decl.Outputs, o.Name)
 	}
+	for name := range rejected {
+		decl.Outputs = append(decl.Outputs, name)
+	}
+	sort.Strings(decl.Outputs)
 	for _, pr := range kind.Check(decl) {
 		l.errAt(s.field(pr.Field), "stage %q: %s", s.name, pr.Msg)
 	}
 	// A kind may declare fixed outputs it always writes.
 	for _, name := range decl.Outputs {
-		if !hasOutput(st, name) {
+		if !hasOutput(st, name) && !rejected[name] {
 			st.Outputs = append(st.Outputs, Output{Name: name, Path: name})
 		}
 	}
@@ -704,8 +711,7 @@ func (l *loader) interp(n *yaml.Node, s string) string {
 		ref := interpRE.FindStringSubmatch(m)[1]
 		name, ok := strings.CutPrefix(ref, "params.")
 		if !ok {
-			l.errAt(n, "unknown interpolation ${%s}: only ${params.NAME} is supported", ref)
-			return m
+			return m // ${HOME}, ${ORCH_OUTPUT_X}: the shell's, not ours
 		}
 		p, ok := l.pipelineParams()[name]
 		if !ok {
