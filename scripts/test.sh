@@ -27,6 +27,12 @@ staticcheck ./...
 step "build"
 go build -o bin/orch ./cmd/orchestrator
 
+step "S3 test server (versitygw)"
+s3dir=$(mktemp -d)
+trap 'scripts/s3server.sh stop "$s3dir"; rm -rf "$s3dir"' EXIT
+s3env=$(scripts/s3server.sh start "$s3dir")   # builds versitygw once (~2.5 min) into $(go env GOPATH)/bin
+eval "$s3env"
+
 step "go test -race"
 go test -race -count=1 -timeout 20m ./...
 

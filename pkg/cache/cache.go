@@ -459,7 +459,11 @@ func (c *Cache) ReadBlob(ctx context.Context, d digest.Digest) ([]byte, error) {
 // Save writes r after making sure every blob in blobs is in c.Store: blobs
 // first, the record last.
 func (c *Cache) Save(ctx context.Context, r *Record, blobs []digest.Digest) error {
-	if store.Store(c.Local) != c.Store {
+	if u, ok := c.Store.(store.BlobUploader); ok {
+		if err := u.UploadBlobs(ctx, blobs); err != nil {
+			return err
+		}
+	} else if store.Store(c.Local) != c.Store {
 		for _, d := range blobs {
 			if _, err := c.Store.StatBlob(ctx, d); err == nil {
 				continue

@@ -23,6 +23,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/feature/s3/transfermanager"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/smithy-go"
+	"github.com/aws/smithy-go/logging"
 
 	"github.com/orch-dev/orch/pkg/digest"
 )
@@ -133,6 +134,9 @@ func OpenS3(ctx context.Context, cfg S3Config) (*S3, error) {
 	opts := []func(*config.LoadOptions) error{
 		config.WithHTTPClient(httpClient),
 		config.WithRetryer(func() aws.Retryer { return newRetryer(cfg.MaxAttempts, cfg.MaxBackoff) }),
+		// Failures reach the caller as errors; the SDK's own warnings
+		// (IMDS fallbacks, checksum notes) would only add noise.
+		config.WithLogger(logging.Nop{}),
 	}
 	if cfg.Region != "" {
 		opts = append(opts, config.WithRegion(cfg.Region))
@@ -239,7 +243,14 @@ func (e *sdkError) Error() string {
 	var ae smithy.APIError
 	var ne *net.OpError
 	var ue *url.Error
+	text := e.err.Error()
 	switch {
+	case strings.Contains(text, "get identity: "):
+		// The SDK's credential chain found nothing usable.
+		_, cause, _ := strings.Cut(text, "get identity: ")
+		cause = strings.TrimPrefix(cause, "get credentials: ")
+		cause, _, _ = strings.Cut(cause, ", operation error")
+		msg = "no usable AWS credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE): " + cause
 	case errors.As(e.err, &ae):
 		msg = ae.ErrorCode()
 		if m := ae.ErrorMessage(); m != "" {
@@ -253,7 +264,7 @@ func (e *sdkError) Error() string {
 	case errors.As(e.err, &ue):
 		msg = ue.Err.Error()
 	default:
-		return e.err.Error()
+		return text
 	}
 	var me *retry.MaxAttemptsError
 	if errors.As(e.err, &me) {
