@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"runtime"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -79,6 +80,7 @@ func TestScripts(t *testing.T) {
 			"waitfile": cmdWaitfile,
 			"waitgrep": cmdWaitgrep,
 		},
+		Setup: raceEnv,
 		Condition: func(cond string) (bool, error) {
 			switch cond {
 			case "root":
@@ -87,6 +89,18 @@ func TestScripts(t *testing.T) {
 			return false, fmt.Errorf("unknown condition %q", cond)
 		},
 	})
+}
+
+// raceEnv is a testscript Setup for scripts that start orch many times.
+// Under -race every orch process would otherwise sleep 1s at exit waiting for
+// late race reports (GORACE atexit_sleep_ms); races are still reported.
+func raceEnv(env *testscript.Env) error {
+	gorace := os.Getenv("GORACE")
+	if !strings.Contains(gorace, "atexit_sleep_ms") {
+		gorace = strings.TrimSpace(gorace + " atexit_sleep_ms=0")
+	}
+	env.Setenv("GORACE", gorace)
+	return nil
 }
 
 // cmdCode runs a command and checks its exact exit status.
