@@ -87,6 +87,7 @@ func (g *globals) root() (string, error) {
 func (g *globals) registry() *stages.Registry {
 	r := stages.NewRegistry()
 	r.Register("exec", stages.NewExec(g.killGrace))
+	stages.RegisterBuiltins(r)
 	return r
 }
 

@@ -1,0 +1,10 @@
+// Package table is the Arrow plumbing of orch's built-in data kinds: Parquet
+// files in and out as streams of record batches, so a stage never holds more
+// than a few batches of a large table in memory.
+//
+// Words:
+//   - Batch: an arrow.RecordBatch of up to BatchRows rows.
+//   - Table file: Parquet, zstd-compressed, with the Arrow schema stored so
+//     dictionary-encoded and narrow types round-trip; readable by pandas,
+//     Polars and DuckDB.
+package table
