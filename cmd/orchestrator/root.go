@@ -53,7 +53,7 @@ or params changed, and restores the rest.` + "\n" + exitCodesHelp,
 	pf.StringVar(&g.remote, "remote", os.Getenv("ORCH_REMOTE"), "shared cache behind the local one: s3://BUCKET/PREFIX[?endpoint=URL&region=R&path_style=true], file:///PATH or a directory (env ORCH_REMOTE)")
 	root.AddCommand(newPushCmd(g))
 	root.AddCommand(newRunCmd(g), newPlanCmd(g), newWhyCmd(g), newDagCmd(g), newValidateCmd(g),
-		newRunsCmd(g), newLogsCmd(g), newVerifyCmd(g))
+		newRunsCmd(g), newLogsCmd(g), newVerifyCmd(g), newReleasesCmd(g), newRollbackCmd(g))
 	// Wrong argument counts are bad input (exit 3), like bad flags.
 	for _, c := range root.Commands() {
 		if check := c.Args; check != nil {

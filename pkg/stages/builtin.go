@@ -8,4 +8,5 @@ package stages
 // docs/kinds.md; its Version enters every key it produces.
 func RegisterBuiltins(r *Registry) {
 	// Kinds add themselves here, one line each, as they land.
+	r.Register("deploy", NewDeploy())
 }
