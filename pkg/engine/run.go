@@ -125,10 +125,16 @@ func (e *Engine) Run(ctx context.Context, p *pipeline.Pipeline, opts RunOptions)
 		return nil, err
 	}
 	e.cleanStale()
+	host, _ := os.Hostname()
+	if ids, err := e.History.MarkAbandoned(host, processAlive, e.Now()); err == nil {
+		for _, id := range ids {
+			opts.emitWarn(fmt.Sprintf("run %s was left running by an orch process that died; marked failed", id))
+		}
+	}
 	now := e.Now()
 	run := &history.Run{
 		ID: history.NewID(now), Pipeline: p.Name, File: p.File, Status: history.RunRunning,
-		Started: now, Trigger: opts.Trigger, Params: map[string]string{},
+		Started: now, Trigger: opts.Trigger, Params: map[string]string{}, Host: host, PID: os.Getpid(),
 	}
 	for k, v := range p.Params {
 		run.Params[k] = v.Text
@@ -606,4 +612,16 @@ func sortedOutputNames(rec *cache.Record) []string {
 	}
 	sort.Strings(names)
 	return names
+}
+
+func (o RunOptions) emitWarn(msg string) {
+	if o.Events != nil {
+		o.Events(Event{Type: EvWarn, Reason: msg})
+	}
+}
+
+// processAlive reports whether a process with this PID exists.
+func processAlive(pid int) bool {
+	err := unix.Kill(pid, 0)
+	return err == nil || errors.Is(err, unix.EPERM)
 }

@@ -57,6 +57,10 @@ type Run struct {
 	Ended    time.Time         `json:"ended,omitzero"`
 	Params   map[string]string `json:"params,omitempty"`
 	Trigger  string            `json:"trigger,omitempty"`
+	// Host and PID identify the orch process running it, so a run left
+	// "running" by a process that died can be recognised.
+	Host string `json:"host,omitempty"`
+	PID  int    `json:"pid,omitempty"`
 	Stages   []StageRun        `json:"stages"`
 	// Saved is the sum of the recorded durations of hits.
 	Saved time.Duration `json:"saved_ns"`
@@ -264,4 +268,44 @@ func (db *DB) Run(id string) (*Run, error) {
 	}
 	sort.Strings(ids)
 	return nil, fmt.Errorf("run %q is ambiguous: %s", id, strings.Join(ids, ", "))
+}
+
+// MarkAbandoned marks as failed every run still "running" whose process on
+// this host is gone (killed with SIGKILL, or the machine crashed), and
+// returns their IDs. alive reports whether a process exists.
+func (db *DB) MarkAbandoned(host string, alive func(pid int) bool, now time.Time) ([]string, error) {
+	var ids []string
+	err := db.with(true, func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketRuns)
+		c := b.Cursor()
+		type upd struct{ k, v []byte }
+		var ups []upd
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			var r Run
+			if json.Unmarshal(v, &r) != nil || r.Status != RunRunning || r.Host != host || r.PID == 0 || alive(r.PID) {
+				continue
+			}
+			r.Status = RunFailed
+			r.Error = "interrupted: the orch process running it died"
+			r.Ended = now
+			for i := range r.Stages {
+				if r.Stages[i].Status == "" || r.Stages[i].Status == Running {
+					r.Stages[i].Status = Cancelled
+				}
+			}
+			nv, err := json.Marshal(&r)
+			if err != nil {
+				return err
+			}
+			ups = append(ups, upd{append([]byte(nil), k...), nv})
+			ids = append(ids, r.ID)
+		}
+		for _, u := range ups {
+			if err := b.Put(u.k, u.v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return ids, err
 }
