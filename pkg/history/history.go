@@ -59,9 +59,9 @@ type Run struct {
 	Trigger  string            `json:"trigger,omitempty"`
 	// Host and PID identify the orch process running it, so a run left
 	// "running" by a process that died can be recognised.
-	Host string `json:"host,omitempty"`
-	PID  int    `json:"pid,omitempty"`
-	Stages   []StageRun        `json:"stages"`
+	Host   string     `json:"host,omitempty"`
+	PID    int        `json:"pid,omitempty"`
+	Stages []StageRun `json:"stages"`
 	// Saved is the sum of the recorded durations of hits.
 	Saved time.Duration `json:"saved_ns"`
 	Error string        `json:"error,omitempty"`
