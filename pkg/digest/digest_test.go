@@ -332,6 +332,15 @@ func TestFileErrors(t *testing.T) {
 	if _, _, err := File(filepath.Join(t.TempDir(), "missing")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("File(missing) err = %v", err)
 	}
+	// The read fallback notices a file shorter than its size said.
+	f, err := os.Open(writeTemp(t, randomInput(2*mib)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := readFile(f, 3*mib); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Errorf("readFile(2 MiB file, 3 MiB) err = %v, want ErrUnexpectedEOF", err)
+	}
 }
 
 func TestParseRoundTrip(t *testing.T) {

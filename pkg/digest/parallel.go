@@ -57,7 +57,7 @@ func parallelFile(f *os.File, size int64) (Digest, error) {
 func readFile(f *os.File, size int64) (Digest, error) {
 	d, n, err := Reader(io.NewSectionReader(f, 0, size))
 	if err == nil && n != size {
-		err = fmt.Errorf("digest: %s: %w (size %d changed to %d while hashing)", f.Name(), io.ErrUnexpectedEOF, size, n)
+		err = fmt.Errorf("digest: %s: %w: read %d of %d bytes (did it shrink while being hashed?)", f.Name(), io.ErrUnexpectedEOF, n, size)
 	}
 	return d, err
 }
