@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/debug"
+	"runtime/pprof"
 	"syscall"
 )
 
@@ -31,6 +33,11 @@ func (e *exitError) Unwrap() error { return e.err }
 func badInput(err error) error { return &exitError{exitBadInput, err} }
 
 func main() {
+	// orch is short-lived and allocates mostly small, short-lived values
+	// (records, pre-images): collect less often. GOGC in the environment wins.
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(400)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	go func() {
@@ -43,6 +50,16 @@ func main() {
 }
 
 func run(ctx context.Context, args []string) int {
+	// ORCH_CPUPROFILE=FILE writes a CPU profile of this invocation, for
+	// `go tool pprof` (how the benchmarks' hot spots were found).
+	if path := os.Getenv("ORCH_CPUPROFILE"); path != "" {
+		if f, err := os.Create(path); err == nil {
+			defer f.Close() // after StopCPUProfile has flushed (defers run last-in first-out)
+			if err := pprof.StartCPUProfile(f); err == nil {
+				defer pprof.StopCPUProfile()
+			}
+		}
+	}
 	cmd := newRoot()
 	cmd.SetArgs(args)
 	err := cmd.ExecuteContext(ctx)

@@ -140,14 +140,21 @@ func (e *Engine) Plan(ctx context.Context, p *pipeline.Pipeline, sel Selection) 
 				waiting = append(waiting, n)
 			}
 		}
-		last := e.lastRecord(ctx, heads[name])
-		if last != nil {
-			sp.LastDuration = last.Duration
+		// The last record is read only to explain a MISS or WAIT: a HIT's
+		// duration comes from the record it hits.
+		var last *cache.Record
+		loadLast := func() {
+			if last = e.lastRecord(ctx, heads[name]); last != nil {
+				sp.LastDuration = last.Duration
+			}
 		}
 		if len(waiting) > 0 {
+			loadLast()
 			sp.Status, sp.WaitsFor = Wait, dedupe(waiting)
 			if last != nil {
-				sp.Reasons = partialDiff(name, &last.Preimage, pre)
+				if lp, err := last.Pre(); err == nil {
+					sp.Reasons = partialDiff(name, lp, pre)
+				}
 			}
 			continue
 		}
@@ -155,8 +162,10 @@ func (e *Engine) Plan(ctx context.Context, p *pipeline.Pipeline, sel Selection) 
 		switch {
 		case forced(sel, name):
 			sp.Status, sp.Reasons = Miss, []string{"forced"}
+			loadLast()
 		case !st.Cache:
 			sp.Status, sp.Reasons = Miss, []string{"cache: false (always runs)"}
+			loadLast()
 		default:
 			rec, why := e.usable(ctx, sp.Key)
 			if rec != nil {
@@ -165,6 +174,7 @@ func (e *Engine) Plan(ctx context.Context, p *pipeline.Pipeline, sel Selection) 
 				continue
 			}
 			sp.Status = Miss
+			loadLast()
 			switch {
 			case why != "":
 				sp.Reasons = []string{why}
@@ -173,7 +183,9 @@ func (e *Engine) Plan(ctx context.Context, p *pipeline.Pipeline, sel Selection) 
 			case last == nil:
 				sp.Reasons = []string{"last record is no longer in the cache"}
 			default:
-				sp.Reasons = cache.Diff(name, &last.Preimage, pre)
+				if lp, err := last.Pre(); err == nil {
+					sp.Reasons = cache.Diff(name, lp, pre)
+				}
 				if len(sp.Reasons) == 0 {
 					sp.Reasons = []string{"record missing from the cache"}
 				}

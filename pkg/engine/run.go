@@ -302,7 +302,11 @@ func (r *runner) reason(ctx context.Context, name string, st *pipeline.Stage, pr
 		}
 		return "last record is no longer in the cache"
 	}
-	rs := cache.Diff(name, &last.Preimage, pre)
+	lp, err := last.Pre()
+	if err != nil {
+		return "last record unreadable"
+	}
+	rs := cache.Diff(name, lp, pre)
 	if len(rs) == 0 {
 		return "record missing from the cache"
 	}

@@ -59,6 +59,11 @@ func (e *Engine) Why(ctx context.Context, p *pipeline.Pipeline, stage string) (*
 			records = append(records, r)
 		}
 	}
+	for _, r := range records {
+		if _, err := r.Pre(); err != nil {
+			return nil, err
+		}
+	}
 	if len(records) > 0 {
 		w.Last = records[0]
 		w.Diff = lineDiff(&w.Last.Preimage, cur, w.Plan.pre == nil)

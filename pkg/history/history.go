@@ -94,7 +94,24 @@ type DB struct {
 var (
 	bucketRuns  = []byte("runs")
 	bucketHeads = []byte("heads")
+	// bucketActive indexes the runs still "running": ID → {host, pid}.
+	bucketActive = []byte("active")
 )
+
+type activeRun struct {
+	Host string `json:"host"`
+	PID  int    `json:"pid"`
+}
+
+// index keeps bucketActive in step with r's status.
+func index(tx *bolt.Tx, r *Run) error {
+	b := tx.Bucket(bucketActive)
+	if r.Status != RunRunning {
+		return b.Delete([]byte(r.ID))
+	}
+	v, _ := json.Marshal(activeRun{Host: r.Host, PID: r.PID})
+	return b.Put([]byte(r.ID), v)
+}
 
 // ErrNotFound is returned for an unknown run.
 var ErrNotFound = errors.New("no such run")
@@ -118,7 +135,7 @@ func (db *DB) with(write bool, fn func(tx *bolt.Tx) error) error {
 	defer b.Close()
 	if write {
 		return b.Update(func(tx *bolt.Tx) error {
-			for _, name := range [][]byte{bucketRuns, bucketHeads} {
+			for _, name := range [][]byte{bucketRuns, bucketHeads, bucketActive} {
 				if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 					return err
 				}
@@ -144,7 +161,12 @@ func (db *DB) PutRun(r *Run) error {
 	if err != nil {
 		return err
 	}
-	return db.with(true, func(tx *bolt.Tx) error { return tx.Bucket(bucketRuns).Put([]byte(r.ID), b) })
+	return db.with(true, func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketRuns).Put([]byte(r.ID), b); err != nil {
+			return err
+		}
+		return index(tx, r)
+	})
 }
 
 // FinishRun stores r and records, for every stage that produced a key, that
@@ -156,6 +178,9 @@ func (db *DB) FinishRun(r *Run) error {
 	}
 	return db.with(true, func(tx *bolt.Tx) error {
 		if err := tx.Bucket(bucketRuns).Put([]byte(r.ID), b); err != nil {
+			return err
+		}
+		if err := index(tx, r); err != nil {
 			return err
 		}
 		hb := tx.Bucket(bucketHeads)
@@ -274,15 +299,34 @@ func (db *DB) Run(id string) (*Run, error) {
 // this host is gone (killed with SIGKILL, or the machine crashed), and
 // returns their IDs. alive reports whether a process exists.
 func (db *DB) MarkAbandoned(host string, alive func(pid int) bool, now time.Time) ([]string, error) {
+	// Look first, in the small index of running runs (a read transaction
+	// is cheap); write only if needed.
+	var dead []string
+	err := db.with(false, func(tx *bolt.Tx) error {
+		if tx == nil || tx.Bucket(bucketActive) == nil {
+			return nil
+		}
+		return tx.Bucket(bucketActive).ForEach(func(k, v []byte) error {
+			var a activeRun
+			if json.Unmarshal(v, &a) == nil && a.Host == host && a.PID != 0 && !alive(a.PID) {
+				dead = append(dead, string(k))
+			}
+			return nil
+		})
+	})
+	if err != nil || len(dead) == 0 {
+		return nil, err
+	}
 	var ids []string
-	err := db.with(true, func(tx *bolt.Tx) error {
+	err = db.with(true, func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketRuns)
-		c := b.Cursor()
-		type upd struct{ k, v []byte }
-		var ups []upd
-		for k, v := c.First(); k != nil; k, v = c.Next() {
+		for _, id := range dead {
+			v := b.Get([]byte(id))
 			var r Run
-			if json.Unmarshal(v, &r) != nil || r.Status != RunRunning || r.Host != host || r.PID == 0 || alive(r.PID) {
+			if v == nil || json.Unmarshal(v, &r) != nil || r.Status != RunRunning {
+				if err := tx.Bucket(bucketActive).Delete([]byte(id)); err != nil {
+					return err
+				}
 				continue
 			}
 			r.Status = RunFailed
@@ -297,13 +341,13 @@ func (db *DB) MarkAbandoned(host string, alive func(pid int) bool, now time.Time
 			if err != nil {
 				return err
 			}
-			ups = append(ups, upd{append([]byte(nil), k...), nv})
-			ids = append(ids, r.ID)
-		}
-		for _, u := range ups {
-			if err := b.Put(u.k, u.v); err != nil {
+			if err := b.Put([]byte(id), nv); err != nil {
 				return err
 			}
+			if err := index(tx, &r); err != nil {
+				return err
+			}
+			ids = append(ids, r.ID)
 		}
 		return nil
 	})
