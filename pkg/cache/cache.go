@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
@@ -148,8 +149,26 @@ func (c *Cache) tree(ctx context.Context, d digest.Digest) (*Tree, error) {
 // into place, so concurrent restores of the same dst (two orch processes on
 // one workspace) each leave a complete dst.
 func (c *Cache) Restore(ctx context.Context, out Output, dst string) error {
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+	if err := mkdirParent(dst); err != nil {
 		return err
+	}
+	if !out.Dir {
+		// A file: link (or copy) it beside dst under a unique name, then
+		// rename over dst, which replaces a file atomically.
+		p, err := c.ensure(ctx, out.Digest)
+		if err != nil {
+			return err
+		}
+		tmp := fmt.Sprintf("%s.restore-%d-%d", dst, os.Getpid(), restoreSeq.Add(1))
+		if err := linkOrCopy(p, tmp, false); err != nil {
+			return err
+		}
+		if err := os.Rename(tmp, dst); err == nil {
+			return nil
+		}
+		os.Remove(tmp)
+		// dst is a directory in the way (an output that used to be one):
+		// fall through to the general path, which moves it aside.
 	}
 	tmp, err := os.MkdirTemp(filepath.Dir(dst), ".restore-*")
 	if err != nil {
@@ -178,6 +197,19 @@ func (c *Cache) Restore(ctx context.Context, out Output, dst string) error {
 	}
 }
 
+var restoreSeq atomic.Int64
+
+// mkdirParent creates dst's parent directory: one mkdir when its own parent
+// exists, which is the common case, MkdirAll otherwise.
+func mkdirParent(dst string) error {
+	dir := filepath.Dir(dst)
+	err := os.Mkdir(dir, 0o755)
+	if err == nil || errors.Is(err, fs.ErrExist) {
+		return nil
+	}
+	return os.MkdirAll(dir, 0o755)
+}
+
 // dirMarker is the file beside a restored directory that names its Tree,
 // so Linked can recognise it without reading it.
 func dirMarker(dst string) string {
@@ -189,7 +221,7 @@ func dirMarker(dst string) string {
 // commands, which could otherwise write through a link into the cache (the
 // read-only mode does not stop root, or an owner who chmods).
 func (c *Cache) RestoreCopy(ctx context.Context, out Output, dst string) error {
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+	if err := mkdirParent(dst); err != nil {
 		return err
 	}
 	return c.buildMode(ctx, out, dst, true)
@@ -322,16 +354,21 @@ func linkOrCopy(src, dst string, exec bool) error {
 	return cloneOrCopy(src, dst, exec)
 }
 
-// cloneOrCopy writes an independent, read-only copy of src at dst: a reflink
-// (FICLONE) where the file system shares extents, a byte copy otherwise.
+// cloneOrCopy writes an independent, read-only copy of src at dst, which
+// must not exist (callers pass fresh paths): a reflink (FICLONE) where the
+// file system shares extents, a byte copy otherwise. The file is created
+// with its final mode, so no chmod or rename follows.
 func cloneOrCopy(src, dst string, exec bool) error {
 	in, err := os.Open(src)
 	if err != nil {
 		return err
 	}
 	defer in.Close()
-	tmp := dst + ".orch-tmp"
-	out, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+	mode := os.FileMode(0o444)
+	if exec {
+		mode = 0o555
+	}
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, mode)
 	if err != nil {
 		return err
 	}
@@ -341,27 +378,19 @@ func cloneOrCopy(src, dst string, exec bool) error {
 	if cerr := out.Close(); err == nil {
 		err = cerr
 	}
-	mode := os.FileMode(0o444)
-	if exec {
-		mode = 0o555
-	}
-	if err == nil {
-		err = os.Chmod(tmp, mode)
-	}
-	if err == nil {
-		err = os.Rename(tmp, dst)
-	}
 	if err != nil {
-		os.Remove(tmp)
+		os.Remove(dst)
 	}
 	return err
 }
 
 // removeAll removes path even where it holds read-only directories.
 func removeAll(path string) error {
-	if _, err := os.Lstat(path); errors.Is(err, fs.ErrNotExist) {
+	if err := os.RemoveAll(path); err == nil {
 		return nil
 	}
+	// Read-only directories inside (made by a user or a command): make them
+	// writable and try again.
 	_ = filepath.WalkDir(path, func(p string, de fs.DirEntry, err error) error {
 		if err == nil && de.IsDir() {
 			_ = os.Chmod(p, 0o755)

@@ -157,6 +157,10 @@ func (e *Engine) Run(ctx context.Context, p *pipeline.Pipeline, opts RunOptions)
 		return nil, err
 	}
 	r.dir = filepath.Join(tmp, run.ID)
+	if err := os.Mkdir(r.dir, 0o755); err != nil {
+		lock.Close()
+		return nil, err
+	}
 	defer func() {
 		_ = cache.RemoveAll(r.dir)
 		_ = os.Remove(lock.Name())
@@ -354,7 +358,7 @@ func (r *runner) execute(ctx context.Context, st *pipeline.Stage, sr *history.St
 	if err := cache.RemoveAll(dir); err != nil {
 		return r.fail(sr, err)
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.Mkdir(dir, 0o755); err != nil {
 		return r.fail(sr, err)
 	}
 	inputs, recomputed, err := r.materialize(ctx, st, dir)
@@ -406,8 +410,8 @@ func (r *runner) execute(ctx context.Context, st *pipeline.Stage, sr *history.St
 				return r.interrupted(sr, ctx)
 			}
 		}
-		outDir = filepath.Join(dir, fmt.Sprintf("attempt%d", attempt+1))
-		runErr = r.attempt(ctx, st, inputs, outDir, logf)
+		outDir = filepath.Join(dir, fmt.Sprintf("out%d", attempt+1))
+		runErr = r.attempt(ctx, st, inputs, outDir, filepath.Join(dir, fmt.Sprintf("scratch%d", attempt+1)), logf)
 		if runErr == nil {
 			break
 		}
@@ -416,14 +420,16 @@ func (r *runner) execute(ctx context.Context, st *pipeline.Stage, sr *history.St
 		}
 	}
 	sr.Duration = r.e.Now().Sub(started)
-	logBytes, _ := os.ReadFile(logPath)
-	if logDigest, err := r.e.Cache.PutBytes(ctx, logBytes); err == nil {
+	if runErr != nil {
+		if b, _ := os.ReadFile(logPath); len(b) > 0 {
+			runErr = fmt.Errorf("%w\n%s", runErr, tail(b, 15))
+		}
+	}
+	// The log becomes a blob by rename, not by a second copy.
+	if logDigest, _, err := digest.File(logPath); err == nil && r.e.Local.AdoptFile(logDigest, logPath) == nil {
 		sr.Log = logDigest.String()
 	}
 	if runErr != nil {
-		if len(logBytes) > 0 {
-			runErr = fmt.Errorf("%w\n%s", runErr, tail(logBytes, 15))
-		}
 		return r.fail(sr, runErr)
 	}
 
@@ -431,7 +437,7 @@ func (r *runner) execute(ctx context.Context, st *pipeline.Stage, sr *history.St
 	outs := map[string]cache.Output{}
 	var blobs []digest.Digest
 	for _, o := range st.Outputs {
-		src := filepath.Join(outDir, "out", filepath.FromSlash(o.Path))
+		src := filepath.Join(outDir, filepath.FromSlash(o.Path))
 		if _, err := os.Lstat(src); err != nil {
 			return r.fail(sr, fmt.Errorf("output %q was not written at {{outputs.%s}} (%s)", o.Name, o.Name, src))
 		}
@@ -477,6 +483,8 @@ func (r *runner) execute(ctx context.Context, st *pipeline.Stage, sr *history.St
 	r.mu.Lock()
 	r.outputs[st.Name] = outs
 	r.mu.Unlock()
+	// Clean up now, overlapping other stages, rather than all at the end.
+	_ = cache.RemoveAll(dir)
 	sr.Status = history.Ran
 	r.emit(Event{Type: EvRan, Stage: st.Name, Key: key, Duration: sr.Duration})
 	return nil
@@ -558,12 +566,11 @@ func (r *runner) recompute(ctx context.Context, up string) error {
 	return rc.err
 }
 
-// attempt runs one attempt in a fresh directory.
-func (r *runner) attempt(ctx context.Context, st *pipeline.Stage, inputs map[string]string, dir string, logf *os.File) error {
-	outRoot := filepath.Join(dir, "out")
-	scratch := filepath.Join(dir, "scratch")
+// attempt runs one attempt with fresh, empty output and scratch directories
+// (siblings, not nested: every mkdir counts at 1000 stages).
+func (r *runner) attempt(ctx context.Context, st *pipeline.Stage, inputs map[string]string, outRoot, scratch string, logf *os.File) error {
 	for _, d := range []string{outRoot, scratch} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
+		if err := os.Mkdir(d, 0o755); err != nil {
 			return err
 		}
 	}
@@ -575,8 +582,10 @@ func (r *runner) attempt(ctx context.Context, st *pipeline.Stage, inputs map[str
 	env = append(env, "ORCH_PIPELINE="+r.p.Name, "ORCH_STAGE="+st.Name, "ORCH_SCRATCH="+scratch, "ORCH_WORKSPACE="+r.p.Root)
 	for _, o := range st.Outputs {
 		p := filepath.Join(outRoot, filepath.FromSlash(o.Path))
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			return err
+		if strings.Contains(o.Path, "/") {
+			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+				return err
+			}
 		}
 		t.Outputs[o.Name] = p
 		env = append(env, "ORCH_OUTPUT_"+stages.EnvName(o.Name)+"="+p)

@@ -132,6 +132,11 @@ func (l *Local) place(tmp, final string) error {
 	if err := os.Chmod(tmp, 0o444); err != nil {
 		return err
 	}
+	return l.rename(tmp, final)
+}
+
+// rename renames tmp to final, creating final's directory.
+func (l *Local) rename(tmp, final string) error {
 	err := os.Rename(tmp, final)
 	if errors.Is(err, fs.ErrNotExist) {
 		if err = os.MkdirAll(filepath.Dir(final), 0o755); err == nil {
@@ -184,7 +189,7 @@ func (l *Local) PutRecord(_ context.Context, key digest.Digest, data []byte) err
 		err = cerr
 	}
 	if err == nil {
-		err = l.place(tmp.Name(), l.recordPath(key))
+		err = l.rename(tmp.Name(), l.recordPath(key))
 	}
 	if err != nil {
 		return fmt.Errorf("put record %s: %w", key.Short(), err)
