@@ -9,4 +9,6 @@ package stages
 func RegisterBuiltins(r *Registry) {
 	// Kinds add themselves here, one line each, as they land.
 	r.Register("deploy", NewDeploy())
+	r.Register("preprocess", NewPreprocess())
+	r.Register("features", NewFeatures())
 }

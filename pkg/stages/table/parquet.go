@@ -30,12 +30,21 @@ func Create(path string, schema *arrow.Schema) (*Writer, error) {
 	if err != nil {
 		return nil, err
 	}
-	props := parquet.NewWriterProperties(
+	// Dictionary pages only for string-like columns: for floats they cost
+	// most of the write time (hashing every value) and rarely pay off.
+	opts := []parquet.WriterProperty{
 		parquet.WithCompression(compress.Codecs.Zstd),
 		parquet.WithCompressionLevel(1),
-		parquet.WithDictionaryDefault(true),
-		parquet.WithMaxRowGroupLength(1<<20),
-	)
+		parquet.WithDictionaryDefault(false),
+		parquet.WithMaxRowGroupLength(1 << 20),
+	}
+	for _, f := range schema.Fields() {
+		switch f.Type.ID() {
+		case arrow.STRING, arrow.LARGE_STRING, arrow.BINARY, arrow.DICTIONARY:
+			opts = append(opts, parquet.WithDictionaryFor(f.Name, true))
+		}
+	}
+	props := parquet.NewWriterProperties(opts...)
 	fw, err := pqarrow.NewFileWriter(schema, f, props, pqarrow.NewArrowWriterProperties(pqarrow.WithStoreSchema()))
 	if err != nil {
 		f.Close()

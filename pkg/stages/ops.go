@@ -1,0 +1,889 @@
+package stages
+
+// Column helpers shared by the preprocess and features kinds: typed views of
+// Arrow arrays as float64 (NaN marks a missing value), arrays built over Go
+// slices without copying, dense key ids for group-by and one-hot, dates as
+// day numbers, exact quantiles with numpy's linear interpolation, and the
+// fixed inputs/outputs check. Everything works one column of one batch at a
+// time over typed value slices.
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/bitutil"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/apache/arrow-go/v18/parquet/file"
+)
+
+// opsNumber is the set of Go types behind Arrow's numeric columns.
+type opsNumber interface {
+	~int8 | ~int16 | ~int32 | ~int64 | ~uint8 | ~uint16 | ~uint32 | ~uint64 | ~float32 | ~float64
+}
+
+// opsNumRows returns the row count in a Parquet file's footer, or 0 if it
+// cannot be read (a hint for sizing tables; errors surface on reading).
+func opsNumRows(path string) int64 {
+	f, err := file.OpenParquetFile(path, false)
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	return f.NumRows()
+}
+
+// opsIndex returns the index of the column called name in schema, or -1.
+func opsIndex(s *arrow.Schema, name string) int {
+	if i := s.FieldIndices(name); len(i) > 0 {
+		return i[0]
+	}
+	return -1
+}
+
+// opsIsNumeric reports whether a column of type dt can be read as numbers by
+// opsFloat64s (integers, floats, booleans).
+func opsIsNumeric(dt arrow.DataType) bool {
+	switch dt.ID() {
+	case arrow.INT8, arrow.INT16, arrow.INT32, arrow.INT64, arrow.UINT8, arrow.UINT16, arrow.UINT32, arrow.UINT64,
+		arrow.FLOAT32, arrow.FLOAT64, arrow.BOOL:
+		return true
+	}
+	return false
+}
+
+// opsIsInteger reports whether dt is an integer type.
+func opsIsInteger(dt arrow.DataType) bool {
+	switch dt.ID() {
+	case arrow.INT8, arrow.INT16, arrow.INT32, arrow.INT64, arrow.UINT8, arrow.UINT16, arrow.UINT32, arrow.UINT64:
+		return true
+	}
+	return false
+}
+
+// opsIsFloat reports whether dt is float32 or float64.
+func opsIsFloat(dt arrow.DataType) bool {
+	return dt.ID() == arrow.FLOAT32 || dt.ID() == arrow.FLOAT64
+}
+
+// opsIsString reports whether dt holds strings: string, large string, or a
+// dictionary of either.
+func opsIsString(dt arrow.DataType) bool {
+	switch dt.ID() {
+	case arrow.STRING, arrow.LARGE_STRING:
+		return true
+	case arrow.DICTIONARY:
+		return opsIsString(dt.(*arrow.DictionaryType).ValueType)
+	}
+	return false
+}
+
+// opsIsDate reports whether dt holds dates or times opsDays can read.
+func opsIsDate(dt arrow.DataType) bool {
+	switch dt.ID() {
+	case arrow.DATE32, arrow.DATE64, arrow.TIMESTAMP:
+		return true
+	}
+	return false
+}
+
+// opsValid reports whether row i of a is not null, reading the validity
+// bitmap directly.
+func opsValid(bitmap []byte, offset, i int) bool {
+	return bitmap == nil || bitutil.BitIsSet(bitmap, offset+i)
+}
+
+// opsGrow returns a slice of length n, reusing buf's storage when it fits.
+func opsGrow[T any](buf []T, n int) []T {
+	if cap(buf) >= n {
+		return buf[:n]
+	}
+	return make([]T, n)
+}
+
+// opsFloat64s reads a numeric or boolean array as float64 into buf (grown
+// as needed), with NaN for null rows.
+func opsFloat64s(a arrow.Array, buf []float64) ([]float64, error) {
+	n := a.Len()
+	dst := opsGrow(buf, n)
+	switch c := a.(type) {
+	case *array.Int8:
+		opsConvert(c.Int8Values(), dst)
+	case *array.Int16:
+		opsConvert(c.Int16Values(), dst)
+	case *array.Int32:
+		opsConvert(c.Int32Values(), dst)
+	case *array.Int64:
+		opsConvert(c.Int64Values(), dst)
+	case *array.Uint8:
+		opsConvert(c.Uint8Values(), dst)
+	case *array.Uint16:
+		opsConvert(c.Uint16Values(), dst)
+	case *array.Uint32:
+		opsConvert(c.Uint32Values(), dst)
+	case *array.Uint64:
+		opsConvert(c.Uint64Values(), dst)
+	case *array.Float32:
+		opsConvert(c.Float32Values(), dst)
+	case *array.Float64:
+		copy(dst, c.Float64Values())
+	case *array.Boolean:
+		for i := range dst {
+			dst[i] = 0
+			if c.Value(i) {
+				dst[i] = 1
+			}
+		}
+	default:
+		return nil, fmt.Errorf("type %s is not numeric", a.DataType())
+	}
+	if a.NullN() > 0 {
+		bm, off := a.NullBitmapBytes(), a.Data().Offset()
+		nan := math.NaN()
+		for i := range dst {
+			if !bitutil.BitIsSet(bm, off+i) {
+				dst[i] = nan
+			}
+		}
+	}
+	return dst, nil
+}
+
+func opsConvert[T opsNumber](src []T, dst []float64) {
+	dst = dst[:len(src)]
+	for i, v := range src {
+		dst[i] = float64(v)
+	}
+}
+
+// opsFloat32Array wraps vals (without copying) as a float32 array; NaN and
+// ±Inf become null.
+func opsFloat32Array(vals []float32) arrow.Array {
+	var validity *memory.Buffer
+	nulls := 0
+	for _, v := range vals {
+		if v != v || math.IsInf(float64(v), 0) {
+			nulls++
+		}
+	}
+	if nulls > 0 {
+		bm := make([]byte, bitutil.BytesForBits(int64(len(vals))))
+		for i, v := range vals {
+			if v == v && !math.IsInf(float64(v), 0) {
+				bitutil.SetBit(bm, i)
+			}
+		}
+		validity = memory.NewBufferBytes(bm)
+	}
+	data := array.NewData(arrow.PrimitiveTypes.Float32, len(vals),
+		[]*memory.Buffer{validity, memory.NewBufferBytes(arrow.Float32Traits.CastToBytes(vals))}, nil, nulls, 0)
+	defer data.Release()
+	return array.MakeFromData(data)
+}
+
+// opsPrimitiveArray wraps vals (without copying) as an array of type dt,
+// with valid (nil: all valid) marking the non-null rows.
+func opsPrimitiveArray[T opsNumber](dt arrow.DataType, vals []T, valid []bool) arrow.Array {
+	var validity *memory.Buffer
+	nulls := 0
+	if valid != nil {
+		bm := make([]byte, bitutil.BytesForBits(int64(len(vals))))
+		for i, ok := range valid {
+			if ok {
+				bitutil.SetBit(bm, i)
+			} else {
+				nulls++
+			}
+		}
+		if nulls > 0 {
+			validity = memory.NewBufferBytes(bm)
+		}
+	}
+	var raw []byte
+	if len(vals) > 0 {
+		raw = opsBytes(vals)
+	}
+	data := array.NewData(dt, len(vals), []*memory.Buffer{validity, memory.NewBufferBytes(raw)}, nil, nulls, 0)
+	defer data.Release()
+	return array.MakeFromData(data)
+}
+
+// opsBytes reinterprets a slice of numbers as bytes.
+func opsBytes[T opsNumber](vals []T) []byte {
+	var z T
+	switch any(z).(type) {
+	case int8:
+		return arrow.Int8Traits.CastToBytes(any(vals).([]int8))
+	case int16:
+		return arrow.Int16Traits.CastToBytes(any(vals).([]int16))
+	case int32:
+		return arrow.Int32Traits.CastToBytes(any(vals).([]int32))
+	case int64:
+		return arrow.Int64Traits.CastToBytes(any(vals).([]int64))
+	case uint8:
+		return arrow.Uint8Traits.CastToBytes(any(vals).([]uint8))
+	case uint16:
+		return arrow.Uint16Traits.CastToBytes(any(vals).([]uint16))
+	case uint32:
+		return arrow.Uint32Traits.CastToBytes(any(vals).([]uint32))
+	case uint64:
+		return arrow.Uint64Traits.CastToBytes(any(vals).([]uint64))
+	case float32:
+		return arrow.Float32Traits.CastToBytes(any(vals).([]float32))
+	case float64:
+		return arrow.Float64Traits.CastToBytes(any(vals).([]float64))
+	}
+	panic(fmt.Sprintf("opsBytes: unsupported element type %T", z))
+}
+
+// opsDictIndices returns the indices of a dictionary array as int64s in buf.
+func opsDictIndices(d *array.Dictionary, buf []int64) []int64 {
+	idx := d.Indices()
+	dst := opsGrow(buf, idx.Len())
+	switch c := idx.(type) {
+	case *array.Int8:
+		opsWiden(c.Int8Values(), dst)
+	case *array.Int16:
+		opsWiden(c.Int16Values(), dst)
+	case *array.Int32:
+		opsWiden(c.Int32Values(), dst)
+	case *array.Int64:
+		copy(dst, c.Int64Values())
+	case *array.Uint8:
+		opsWiden(c.Uint8Values(), dst)
+	case *array.Uint16:
+		opsWiden(c.Uint16Values(), dst)
+	case *array.Uint32:
+		opsWiden(c.Uint32Values(), dst)
+	case *array.Uint64:
+		opsWiden(c.Uint64Values(), dst)
+	}
+	return dst
+}
+
+func opsWiden[T opsNumber](src []T, dst []int64) {
+	dst = dst[:len(src)]
+	for i, v := range src {
+		dst[i] = int64(v)
+	}
+}
+
+// opsInt64s reads an integer array as int64 into buf; valid rows only are
+// meaningful (check the validity bitmap).
+func opsInt64s(a arrow.Array, buf []int64) ([]int64, bool) {
+	dst := opsGrow(buf, a.Len())
+	switch c := a.(type) {
+	case *array.Int8:
+		opsWiden(c.Int8Values(), dst)
+	case *array.Int16:
+		opsWiden(c.Int16Values(), dst)
+	case *array.Int32:
+		opsWiden(c.Int32Values(), dst)
+	case *array.Int64:
+		copy(dst, c.Int64Values())
+	case *array.Uint8:
+		opsWiden(c.Uint8Values(), dst)
+	case *array.Uint16:
+		opsWiden(c.Uint16Values(), dst)
+	case *array.Uint32:
+		opsWiden(c.Uint32Values(), dst)
+	case *array.Uint64:
+		opsWiden(c.Uint64Values(), dst)
+	case *array.Boolean:
+		for i := range dst {
+			dst[i] = 0
+			if c.Value(i) {
+				dst[i] = 1
+			}
+		}
+	default:
+		return nil, false
+	}
+	return dst, true
+}
+
+// opsStringAt returns row i of a string, large string or dictionary-of-string
+// array. The string aliases Arrow memory: clone it to keep it.
+func opsStringAt(a arrow.Array, i int) string {
+	switch c := a.(type) {
+	case *array.String:
+		return c.Value(i)
+	case *array.LargeString:
+		return c.Value(i)
+	case *array.Dictionary:
+		return opsStringAt(c.Dictionary(), c.GetValueIndex(i))
+	}
+	return a.ValueStr(i)
+}
+
+// opsIntMap maps int64 keys to dense ids 0..n-1 (open addressing, linear
+// probing, Fibonacci hashing): the hot path of dedupe and of grouping by an
+// integer id, without Go map overhead.
+type opsIntMap struct {
+	keys  []int64
+	ids   []int32 // id+1; 0 marks an empty slot
+	shift uint
+	n     int
+}
+
+func newOpsIntMap() *opsIntMap {
+	m := &opsIntMap{}
+	m.resize(1 << 10)
+	return m
+}
+
+func (m *opsIntMap) resize(size int) {
+	old, oldIDs := m.keys, m.ids
+	m.keys = make([]int64, size)
+	m.ids = make([]int32, size)
+	m.shift = uint(64 - bitsLen(size))
+	for i, id := range oldIDs {
+		if id != 0 {
+			m.put(old[i], id)
+		}
+	}
+}
+
+func bitsLen(size int) int {
+	n := 0
+	for size > 1 {
+		size >>= 1
+		n++
+	}
+	return n
+}
+
+func (m *opsIntMap) slot(k int64) int {
+	return int(uint64(k) * 0x9E3779B97F4A7C15 >> m.shift)
+}
+
+func (m *opsIntMap) put(k int64, id int32) {
+	mask := len(m.keys) - 1
+	for s := m.slot(k); ; s = (s + 1) & mask {
+		if m.ids[s] == 0 {
+			m.keys[s], m.ids[s] = k, id
+			return
+		}
+	}
+}
+
+// reserve sizes the table for n keys without growing.
+func (m *opsIntMap) reserve(n int) {
+	size := len(m.keys)
+	for size < 2*n+2 {
+		size *= 2
+	}
+	if size > len(m.keys) {
+		m.resize(size)
+	}
+}
+
+// get returns the id of k, or -1.
+func (m *opsIntMap) get(k int64) int32 {
+	mask := len(m.keys) - 1
+	for s := m.slot(k); ; s = (s + 1) & mask {
+		switch id := m.ids[s]; {
+		case id == 0:
+			return -1
+		case m.keys[s] == k:
+			return id - 1
+		}
+	}
+}
+
+// add returns the id of k, giving it the next id if it is new.
+func (m *opsIntMap) add(k int64) (id int32, isNew bool) {
+	mask := len(m.keys) - 1
+	for s := m.slot(k); ; s = (s + 1) & mask {
+		switch got := m.ids[s]; {
+		case got == 0:
+			id = int32(m.n)
+			m.keys[s], m.ids[s] = k, id+1
+			m.n++
+			if 2*m.n > len(m.keys) {
+				m.resize(2 * len(m.keys))
+			}
+			return id, true
+		case m.keys[s] == k:
+			return got - 1, false
+		}
+	}
+}
+
+// opsKeys gives the values of one key column dense ids 0..n-1, consistent
+// across batches and passes, for grouping, dedupe and one-hot encoding.
+// Integer, boolean, string and dictionary-of-string columns are keys.
+type opsKeys struct {
+	str   map[string]int32
+	ints  *opsIntMap
+	names []string // the value of each id as text (strings; integers in decimal)
+	nums  []int64  // the value of each integer id
+	isInt bool
+	i64   []int64
+	dict  []int32
+}
+
+func newOpsKeys(dt arrow.DataType) (*opsKeys, error) {
+	switch {
+	case opsIsString(dt):
+		return &opsKeys{str: map[string]int32{}}, nil
+	case opsIsInteger(dt) || dt.ID() == arrow.BOOL:
+		return &opsKeys{ints: newOpsIntMap(), isInt: true}, nil
+	}
+	return nil, fmt.Errorf("type %s cannot be a key (use integers, booleans or strings)", dt)
+}
+
+// reserve prepares for about n distinct keys.
+func (k *opsKeys) reserve(n int) {
+	if k.isInt && n > 0 {
+		k.ints.reserve(n)
+	}
+}
+
+// len returns the number of distinct keys seen.
+func (k *opsKeys) len() int {
+	if k.isInt {
+		return len(k.nums)
+	}
+	return len(k.names)
+}
+
+// name returns the text of id.
+func (k *opsKeys) name(id int32) string {
+	if k.isInt {
+		return strconv.FormatInt(k.nums[id], 10)
+	}
+	return k.names[id]
+}
+
+func (k *opsKeys) lookupString(s string, add bool) int32 {
+	if id, ok := k.str[s]; ok {
+		return id
+	}
+	if !add {
+		return -1
+	}
+	id := int32(len(k.names))
+	s = strings.Clone(s)
+	k.str[s] = id
+	k.names = append(k.names, s)
+	return id
+}
+
+// encode writes the id of each row of a into buf (grown as needed): -1 for
+// null rows, and for keys not seen before when add is false.
+func (k *opsKeys) encode(a arrow.Array, buf []int32, add bool) []int32 {
+	n := a.Len()
+	dst := opsGrow(buf, n)
+	bm, off := a.NullBitmapBytes(), a.Data().Offset()
+	if a.NullN() == 0 {
+		bm = nil
+	}
+	if k.isInt {
+		k.i64, _ = opsInt64s(a, k.i64)
+		for i, v := range k.i64[:n] {
+			if !opsValid(bm, off, i) {
+				dst[i] = -1
+				continue
+			}
+			if add {
+				id, isNew := k.ints.add(v)
+				if isNew {
+					k.nums = append(k.nums, v)
+				}
+				dst[i] = id
+			} else {
+				dst[i] = k.ints.get(v)
+			}
+		}
+		return dst
+	}
+	switch c := a.(type) {
+	case *array.Dictionary:
+		// Map each dictionary entry once, then the rows through their indices.
+		dict := c.Dictionary()
+		k.dict = opsGrow(k.dict, dict.Len())
+		for j := range k.dict {
+			if dict.IsNull(j) {
+				k.dict[j] = -1
+			} else {
+				k.dict[j] = k.lookupString(opsStringAt(dict, j), add)
+			}
+		}
+		k.i64 = opsDictIndices(c, k.i64)
+		for i, j := range k.i64[:n] {
+			if !opsValid(bm, off, i) {
+				dst[i] = -1
+			} else {
+				dst[i] = k.dict[j]
+			}
+		}
+	case *array.String:
+		for i := range dst {
+			if !opsValid(bm, off, i) {
+				dst[i] = -1
+			} else {
+				dst[i] = k.lookupString(c.Value(i), add)
+			}
+		}
+	case *array.LargeString:
+		for i := range dst {
+			if !opsValid(bm, off, i) {
+				dst[i] = -1
+			} else {
+				dst[i] = k.lookupString(c.Value(i), add)
+			}
+		}
+	}
+	return dst
+}
+
+// opsDaySeconds is the length of a day in seconds.
+const opsDaySeconds = 86400
+
+// opsParseDate parses "YYYY-MM-DD" (optionally followed by a time, which is
+// ignored) into days since 1970-01-01.
+func opsParseDate(s string) (int32, error) {
+	if len(s) > 10 && (s[10] == 'T' || s[10] == ' ') {
+		s = s[:10]
+	}
+	t, err := time.Parse("2006-01-02", s)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a date (YYYY-MM-DD)", s)
+	}
+	return int32(t.Unix() / opsDaySeconds), nil
+}
+
+// opsDays reads a date32, date64, timestamp (UTC day) or "YYYY-MM-DD" string
+// array as days since 1970-01-01 into buf, with valid[i] false for nulls.
+// A string that is not a date is an error naming the row (batch-relative).
+func opsDays(a arrow.Array, buf []int32, valid []bool) ([]int32, []bool, error) {
+	n := a.Len()
+	dst := opsGrow(buf, n)
+	ok := opsGrow(valid, n)
+	bm, off := a.NullBitmapBytes(), a.Data().Offset()
+	if a.NullN() == 0 {
+		bm = nil
+	}
+	for i := range ok {
+		ok[i] = opsValid(bm, off, i)
+	}
+	switch c := a.(type) {
+	case *array.Date32:
+		for i, v := range c.Date32Values() {
+			dst[i] = int32(v)
+		}
+	case *array.Date64:
+		for i, v := range c.Date64Values() {
+			dst[i] = int32(opsFloorDiv(int64(v), 86400000))
+		}
+	case *array.Timestamp:
+		unit := c.DataType().(*arrow.TimestampType).Unit
+		per := int64(opsDaySeconds) * int64(time.Second/unit.Multiplier())
+		for i, v := range c.TimestampValues() {
+			dst[i] = int32(opsFloorDiv(int64(v), per))
+		}
+	default:
+		if !opsIsString(a.DataType()) {
+			return nil, nil, fmt.Errorf("type %s is not a date", a.DataType())
+		}
+		for i := range dst {
+			if !ok[i] {
+				continue
+			}
+			d, err := opsParseDate(opsStringAt(a, i))
+			if err != nil {
+				return nil, nil, &opsRowError{Row: i, Err: err}
+			}
+			dst[i] = d
+		}
+	}
+	return dst, ok, nil
+}
+
+func opsFloorDiv(a, b int64) int64 {
+	q := a / b
+	if (a%b != 0) && ((a < 0) != (b < 0)) {
+		q--
+	}
+	return q
+}
+
+// opsCivil converts days since 1970-01-01 to year, month (1-12) and day
+// (Howard Hinnant's days_from_civil inverse).
+func opsCivil(days int32) (y, m, d int) {
+	z := int64(days) + 719468
+	era := opsFloorDiv(z, 146097)
+	doe := z - era*146097
+	yoe := (doe - doe/1460 + doe/36524 - doe/146096) / 365
+	yy := yoe + era*400
+	doy := doe - (365*yoe + yoe/4 - yoe/100)
+	mp := (5*doy + 2) / 153
+	dd := doy - (153*mp+2)/5 + 1
+	mm := mp + 3
+	if mp >= 10 {
+		mm = mp - 9
+	}
+	if mm <= 2 {
+		yy++
+	}
+	return int(yy), int(mm), int(dd)
+}
+
+// opsRowError is an error at a row of a batch; callers add the batch's
+// offset to name the table row.
+type opsRowError struct {
+	Row int
+	Err error
+}
+
+func (e *opsRowError) Error() string { return fmt.Sprintf("row %d: %v", e.Row, e.Err) }
+func (e *opsRowError) Unwrap() error { return e.Err }
+
+// opsAtRow rewrites a batch-relative row error to name the table row
+// (1-based, as a person counts data rows).
+func opsAtRow(err error, offset int64) error {
+	var re *opsRowError
+	if errors.As(err, &re) {
+		return fmt.Errorf("row %d: %w", offset+int64(re.Row)+1, re.Err)
+	}
+	return err
+}
+
+// opsSelect reorders a so that a[k] is the value that would be at k if a
+// were sorted, everything before it is <= a[k] and everything after >= a[k]
+// (introselect: median-of-three quickselect, falling back to sorting small
+// ranges). a holds no NaN.
+func opsSelect(a []float64, k int) {
+	lo, hi := 0, len(a)-1
+	for hi-lo > 16 {
+		mid := lo + (hi-lo)/2
+		// median of three to a[lo]
+		if a[mid] < a[lo] {
+			a[mid], a[lo] = a[lo], a[mid]
+		}
+		if a[hi] < a[lo] {
+			a[hi], a[lo] = a[lo], a[hi]
+		}
+		if a[hi] < a[mid] {
+			a[hi], a[mid] = a[mid], a[hi]
+		}
+		p := a[mid]
+		// Hoare partition
+		i, j := lo, hi
+		for i <= j {
+			for a[i] < p {
+				i++
+			}
+			for a[j] > p {
+				j--
+			}
+			if i <= j {
+				a[i], a[j] = a[j], a[i]
+				i++
+				j--
+			}
+		}
+		switch {
+		case k <= j:
+			hi = j
+		case k >= i:
+			lo = i
+		default:
+			return // a[j+1..i-1] all equal p
+		}
+	}
+	// insertion sort of the small range
+	for i := lo + 1; i <= hi; i++ {
+		v := a[i]
+		j := i - 1
+		for j >= lo && a[j] > v {
+			a[j+1] = a[j]
+			j--
+		}
+		a[j+1] = v
+	}
+}
+
+// opsQuantiles returns the qs quantiles of vals (no NaN; reordered in
+// place) the way numpy.quantile's default "linear" method computes them,
+// which pandas' quantile uses: virtual index n*q + (1-q) - 1, neighbours
+// below and above it, and numpy's _lerp. An empty vals gives NaN.
+func opsQuantiles(vals []float64, qs []float64) []float64 {
+	out := make([]float64, len(qs))
+	n := len(vals)
+	if n == 0 {
+		for i := range out {
+			out[i] = math.NaN()
+		}
+		return out
+	}
+	type want struct {
+		prev, next int
+		gamma      float64
+	}
+	ws := make([]want, len(qs))
+	var idx []int
+	for i, q := range qs {
+		vi := float64(n)*q + (1 - q) - 1
+		prev := math.Floor(vi)
+		w := want{prev: int(prev), next: int(prev) + 1, gamma: vi - prev}
+		switch {
+		case vi >= float64(n-1):
+			w.prev, w.next = n-1, n-1
+		case vi < 0:
+			w.prev, w.next = 0, 0
+		}
+		ws[i] = w
+		idx = append(idx, w.prev, w.next)
+	}
+	// Select the needed order statistics in increasing order, each in the
+	// part of vals above the previous one.
+	sortInts(idx)
+	got := map[int]float64{}
+	base := 0
+	for _, k := range idx {
+		if _, ok := got[k]; ok {
+			continue
+		}
+		opsSelect(vals[base:], k-base)
+		got[k] = vals[k]
+		base = k
+	}
+	for i, w := range ws {
+		a, b := got[w.prev], got[w.next]
+		out[i] = opsLerp(a, b, w.gamma)
+	}
+	return out
+}
+
+// opsLerp is numpy's _lerp: a + (b-a)*t, computed from b when t >= 0.5 so
+// that the ends are exact.
+func opsLerp(a, b, t float64) float64 {
+	d := b - a
+	if t >= 0.5 {
+		return b - d*(1-t)
+	}
+	return a + d*t
+}
+
+func sortInts(a []int) {
+	for i := 1; i < len(a); i++ {
+		v := a[i]
+		j := i - 1
+		for j >= 0 && a[j] > v {
+			a[j+1] = a[j]
+			j--
+		}
+		a[j+1] = v
+	}
+}
+
+// opsMedian returns the median of vals (no NaN; reordered in place) as
+// numpy does: the middle value, or the mean of the two middle values.
+func opsMedian(vals []float64) float64 {
+	n := len(vals)
+	if n == 0 {
+		return math.NaN()
+	}
+	h := n / 2
+	opsSelect(vals, h)
+	if n%2 == 1 {
+		return vals[h]
+	}
+	lo := vals[0]
+	for _, v := range vals[1:h] {
+		if v > lo {
+			lo = v
+		}
+	}
+	return (lo + vals[h]) / 2
+}
+
+// opsMoments accumulates count, mean and the sum of squared deviations over
+// batches (Chan et al.'s pairwise update of a per-batch two-pass result), in
+// float64, skipping NaN.
+type opsMoments struct {
+	n    float64
+	mean float64
+	m2   float64
+}
+
+func (m *opsMoments) add(vals []float64) {
+	var n, sum float64
+	for _, v := range vals {
+		if v == v {
+			n++
+			sum += v
+		}
+	}
+	if n == 0 {
+		return
+	}
+	mean := sum / n
+	var m2 float64
+	for _, v := range vals {
+		if v == v {
+			d := v - mean
+			m2 += d * d
+		}
+	}
+	if m.n == 0 {
+		m.n, m.mean, m.m2 = n, mean, m2
+		return
+	}
+	tot := m.n + n
+	delta := mean - m.mean
+	m.mean += delta * n / tot
+	m.m2 += m2 + delta*delta*m.n*n/tot
+	m.n = tot
+}
+
+// std returns the population standard deviation (ddof=0).
+func (m *opsMoments) std() float64 {
+	if m.n == 0 {
+		return math.NaN()
+	}
+	return math.Sqrt(m.m2 / m.n)
+}
+
+// opsWriter writes record batches on its own goroutine, so encoding and
+// compressing one batch overlaps computing the next.
+type opsWriter struct {
+	ch   chan arrow.RecordBatch
+	done chan error
+}
+
+// opsStartWriter starts writing to w; the caller sends batches with send and
+// must call finish.
+func opsStartWriter(w interface {
+	Write(arrow.RecordBatch) error
+}) *opsWriter {
+	ow := &opsWriter{ch: make(chan arrow.RecordBatch, 2), done: make(chan error, 1)}
+	go func() {
+		var err error
+		for rec := range ow.ch {
+			if err == nil {
+				err = w.Write(rec)
+			}
+			rec.Release()
+		}
+		ow.done <- err
+	}()
+	return ow
+}
+
+// send hands rec (ownership included) to the writer.
+func (ow *opsWriter) send(rec arrow.RecordBatch) { ow.ch <- rec }
+
+// finish waits for every sent batch to be written and returns the first
+// write error.
+func (ow *opsWriter) finish() error {
+	close(ow.ch)
+	return <-ow.done
+}

@@ -1,0 +1,446 @@
+package stages
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/orch-dev/orch/pkg/stages/table"
+)
+
+// Test helpers shared by the preprocess and features tests (prefixed opsT
+// so they do not collide with other kinds' tests in this package).
+
+// opsTCol is one column of a test table. vals is a slice of int8, int16,
+// int32, int64, float32, float64, bool or string; null lists null rows.
+// dict makes a string column dictionary-encoded; date makes an int32 column
+// date32.
+type opsTCol struct {
+	name string
+	vals any
+	null []int
+	dict bool
+	date bool
+}
+
+func opsTRecord(t testing.TB, cols ...opsTCol) arrow.RecordBatch {
+	t.Helper()
+	var fields []arrow.Field
+	var arrs []arrow.Array
+	n := -1
+	for _, c := range cols {
+		isNull := map[int]bool{}
+		for _, i := range c.null {
+			isNull[i] = true
+		}
+		var b array.Builder
+		mem := memory.DefaultAllocator
+		switch v := c.vals.(type) {
+		case []int8:
+			bb := array.NewInt8Builder(mem)
+			for i, x := range v {
+				if isNull[i] {
+					bb.AppendNull()
+				} else {
+					bb.Append(x)
+				}
+			}
+			b = bb
+		case []int16:
+			bb := array.NewInt16Builder(mem)
+			for i, x := range v {
+				if isNull[i] {
+					bb.AppendNull()
+				} else {
+					bb.Append(x)
+				}
+			}
+			b = bb
+		case []int32:
+			if c.date {
+				bb := array.NewDate32Builder(mem)
+				for i, x := range v {
+					if isNull[i] {
+						bb.AppendNull()
+					} else {
+						bb.Append(arrow.Date32(x))
+					}
+				}
+				b = bb
+				break
+			}
+			bb := array.NewInt32Builder(mem)
+			for i, x := range v {
+				if isNull[i] {
+					bb.AppendNull()
+				} else {
+					bb.Append(x)
+				}
+			}
+			b = bb
+		case []int64:
+			bb := array.NewInt64Builder(mem)
+			for i, x := range v {
+				if isNull[i] {
+					bb.AppendNull()
+				} else {
+					bb.Append(x)
+				}
+			}
+			b = bb
+		case []float32:
+			bb := array.NewFloat32Builder(mem)
+			for i, x := range v {
+				if isNull[i] {
+					bb.AppendNull()
+				} else {
+					bb.Append(x)
+				}
+			}
+			b = bb
+		case []float64:
+			bb := array.NewFloat64Builder(mem)
+			for i, x := range v {
+				if isNull[i] {
+					bb.AppendNull()
+				} else {
+					bb.Append(x)
+				}
+			}
+			b = bb
+		case []bool:
+			bb := array.NewBooleanBuilder(mem)
+			for i, x := range v {
+				if isNull[i] {
+					bb.AppendNull()
+				} else {
+					bb.Append(x)
+				}
+			}
+			b = bb
+		case []string:
+			if c.dict {
+				bb := array.NewDictionaryBuilder(mem, &arrow.DictionaryType{IndexType: arrow.PrimitiveTypes.Int8, ValueType: arrow.BinaryTypes.String}).(*array.BinaryDictionaryBuilder)
+				for i, x := range v {
+					if isNull[i] {
+						bb.AppendNull()
+					} else if err := bb.AppendString(x); err != nil {
+						t.Fatal(err)
+					}
+				}
+				b = bb
+				break
+			}
+			bb := array.NewStringBuilder(mem)
+			for i, x := range v {
+				if isNull[i] {
+					bb.AppendNull()
+				} else {
+					bb.Append(x)
+				}
+			}
+			b = bb
+		default:
+			t.Fatalf("opsTRecord: column %s: unsupported %T", c.name, c.vals)
+		}
+		a := b.NewArray()
+		b.Release()
+		if n >= 0 && a.Len() != n {
+			t.Fatalf("opsTRecord: column %s has %d rows, want %d", c.name, a.Len(), n)
+		}
+		n = a.Len()
+		fields = append(fields, arrow.Field{Name: c.name, Type: a.DataType(), Nullable: true})
+		arrs = append(arrs, a)
+	}
+	rec := array.NewRecordBatch(arrow.NewSchema(fields, nil), arrs, int64(max(n, 0)))
+	releaseAll(arrs)
+	return rec
+}
+
+// opsTWrite writes the columns as a Parquet table in dir and returns its path.
+func opsTWrite(t testing.TB, dir string, cols ...opsTCol) string {
+	t.Helper()
+	rec := opsTRecord(t, cols...)
+	defer rec.Release()
+	path := filepath.Join(dir, "in.parquet")
+	w, err := table.Create(path, rec.Schema())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.NumRows() > 0 {
+		if err := w.Write(rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// opsTParams turns plain Go values into stage params.
+func opsTParams(t testing.TB, m map[string]any) map[string]Param {
+	t.Helper()
+	ps := map[string]Param{}
+	for k, v := range m {
+		b, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Decode the way the loader would hand values over (numbers float64
+		// after JSON, ints from YAML also work).
+		var plain any
+		if err := json.Unmarshal(b, &plain); err != nil {
+			t.Fatal(err)
+		}
+		ps[k] = Param{Text: string(b), Value: plain}
+	}
+	return ps
+}
+
+// opsTRun runs kind k on input path with params and returns the output
+// paths (in a temp dir), the log, and Run's error.
+func opsTRun(t testing.TB, k Kind, in string, params map[string]any, outputs ...string) (map[string]string, string, error) {
+	t.Helper()
+	dir := t.TempDir()
+	outs := map[string]string{}
+	for _, o := range outputs {
+		outs[o] = filepath.Join(dir, o)
+	}
+	var log bytes.Buffer
+	task := &Task{Pipeline: "p", Stage: "s", Dir: dir, Params: opsTParams(t, params),
+		Inputs: map[string]string{"table": in}, Outputs: outs, Scratch: dir, Log: &log}
+	if tb, ok := t.(*testing.T); ok {
+		err := k.Run(tb.Context(), task)
+		return outs, log.String(), err
+	}
+	err := k.Run(t.(*testing.B).Context(), task)
+	return outs, log.String(), err
+}
+
+// opsTTable is a read-back table: column name → values (float64 with NaN
+// for null, or strings with "<null>"), and types.
+type opsTTable struct {
+	names []string
+	types map[string]arrow.DataType
+	nums  map[string][]float64
+	strs  map[string][]string
+	rows  int
+}
+
+func opsTRead(t testing.TB, path string) *opsTTable {
+	t.Helper()
+	tbl, err := table.ReadAll(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tbl.Release()
+	out := &opsTTable{types: map[string]arrow.DataType{}, nums: map[string][]float64{}, strs: map[string][]string{}, rows: int(tbl.NumRows())}
+	for i, f := range tbl.Schema().Fields() {
+		out.names = append(out.names, f.Name)
+		out.types[f.Name] = f.Type
+		var nums []float64
+		var strs []string
+		for _, ch := range tbl.Column(i).Data().Chunks() {
+			if opsIsNumeric(ch.DataType()) {
+				v, err := opsFloat64s(ch, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				nums = append(nums, v...)
+			}
+			for r := 0; r < ch.Len(); r++ {
+				if ch.IsNull(r) {
+					strs = append(strs, "<null>")
+				} else {
+					strs = append(strs, opsStringAt(ch, r))
+				}
+			}
+		}
+		out.nums[f.Name] = nums
+		out.strs[f.Name] = strs
+	}
+	return out
+}
+
+// opsTNear compares float slices (NaN equals NaN) within tol relative to
+// max(1, |want|).
+func opsTNear(t testing.TB, what string, got, want []float64, tol float64) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Errorf("%s: %d values %v, want %d %v", what, len(got), got, len(want), want)
+		return
+	}
+	for i := range got {
+		g, w := got[i], want[i]
+		if math.IsNaN(w) || math.IsNaN(g) {
+			if math.IsNaN(w) != math.IsNaN(g) {
+				t.Errorf("%s[%d] = %v, want %v", what, i, g, w)
+			}
+			continue
+		}
+		if math.Abs(g-w) > tol*math.Max(1, math.Abs(w)) {
+			t.Errorf("%s[%d] = %v, want %v", what, i, g, w)
+		}
+	}
+}
+
+var nan = math.NaN()
+
+func TestOpsQuantilesMatchNumpy(t *testing.T) {
+	// Values checked with numpy.quantile(x, q) (method="linear").
+	cases := []struct {
+		x    []float64
+		q    []float64
+		want []float64
+	}{
+		{[]float64{1, 2, 3, 4}, []float64{0.01, 0.99, 0.5, 0.25}, []float64{1.03, 3.97, 2.5, 1.75}},
+		{[]float64{5}, []float64{0, 0.01, 1}, []float64{5, 5, 5}},
+		{[]float64{3, 1, 2}, []float64{0, 1, 0.5}, []float64{1, 3, 2}},
+		{[]float64{10, 10, 10, 10}, []float64{0.01, 0.99}, []float64{10, 10}},
+		{[]float64{-1, 7, 0, 100, 3, 3}, []float64{0.1, 0.9}, []float64{-0.5, 53.5}},
+	}
+	for _, c := range cases {
+		got := opsQuantiles(append([]float64(nil), c.x...), c.q)
+		opsTNear(t, "quantile", got, c.want, 1e-12)
+	}
+	if got := opsQuantiles(nil, []float64{0.5}); !math.IsNaN(got[0]) {
+		t.Errorf("quantile of nothing = %v, want NaN", got[0])
+	}
+}
+
+func TestOpsQuantilesAgreeWithSorting(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for n := 1; n < 300; n += 7 {
+		x := make([]float64, n)
+		for i := range x {
+			x[i] = math.Round(r.NormFloat64()*10) / 2 // ties on purpose
+		}
+		s := append([]float64(nil), x...)
+		slices.Sort(s)
+		for _, q := range []float64{0, 0.01, 0.25, 0.5, 0.75, 0.99, 1} {
+			vi := float64(n)*q + (1 - q) - 1
+			lo := int(math.Floor(vi))
+			var want float64
+			switch {
+			case vi >= float64(n-1):
+				want = s[n-1]
+			case vi < 0:
+				want = s[0]
+			default:
+				want = opsLerp(s[lo], s[lo+1], vi-float64(lo))
+			}
+			got := opsQuantiles(append([]float64(nil), x...), []float64{q})[0]
+			if got != want {
+				t.Fatalf("n=%d q=%v: got %v, want %v", n, q, got, want)
+			}
+		}
+		med := opsMedian(append([]float64(nil), x...))
+		want := s[n/2]
+		if n%2 == 0 {
+			want = (s[n/2-1] + s[n/2]) / 2
+		}
+		if med != want {
+			t.Fatalf("n=%d median %v, want %v", n, med, want)
+		}
+	}
+}
+
+func TestOpsMoments(t *testing.T) {
+	var m opsMoments
+	m.add([]float64{1, 2, nan})
+	m.add([]float64{3, 4})
+	m.add(nil)
+	if m.n != 4 || m.mean != 2.5 || math.Abs(m.std()-math.Sqrt(1.25)) > 1e-15 {
+		t.Errorf("moments n=%v mean=%v std=%v, want 4 2.5 %v", m.n, m.mean, m.std(), math.Sqrt(1.25))
+	}
+	// Large offset: no cancellation.
+	var big opsMoments
+	for range 10 {
+		big.add([]float64{1e9 + 1, 1e9 + 2, 1e9 + 3})
+	}
+	if math.Abs(big.std()-math.Sqrt(2.0/3)) > 1e-9 {
+		t.Errorf("std with offset = %v, want %v", big.std(), math.Sqrt(2.0/3))
+	}
+	var none opsMoments
+	if !math.IsNaN(none.std()) {
+		t.Errorf("std of nothing = %v", none.std())
+	}
+}
+
+func TestOpsCivil(t *testing.T) {
+	for _, s := range []string{"1970-01-01", "2024-02-29", "2024-12-31", "1969-12-31", "2000-03-01", "1900-02-28"} {
+		d, err := opsParseDate(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		y, m, dd := opsCivil(d)
+		var y2, m2, d2 int
+		if _, err := fmt.Sscanf(s, "%d-%d-%d", &y2, &m2, &d2); err != nil {
+			t.Fatal(err)
+		}
+		if y != y2 || m != m2 || dd != d2 {
+			t.Errorf("%s: civil %d-%d-%d", s, y, m, dd)
+		}
+		if back := opsDaysFromCivil(y, m, dd); back != d {
+			t.Errorf("%s: days %d, back %d", s, d, back)
+		}
+	}
+	if _, err := opsParseDate("31/12/2024"); err == nil || !strings.Contains(err.Error(), "not a date") {
+		t.Errorf("bad date: %v", err)
+	}
+}
+
+func TestOpsIntMapGrows(t *testing.T) {
+	m := newOpsIntMap()
+	for i := int64(0); i < 5000; i++ {
+		id, isNew := m.add(i * 7919)
+		if !isNew || id != int32(i) {
+			t.Fatalf("add %d: id %d new %v", i, id, isNew)
+		}
+	}
+	for i := int64(0); i < 5000; i++ {
+		if id := m.get(i * 7919); id != int32(i) {
+			t.Fatalf("get %d: %d", i, id)
+		}
+		if id, isNew := m.add(i * 7919); isNew || id != int32(i) {
+			t.Fatalf("re-add %d: %d %v", i, id, isNew)
+		}
+	}
+	if m.get(-1) != -1 {
+		t.Error("absent key found")
+	}
+}
+
+func TestOpsKeysDictionaryAndStrings(t *testing.T) {
+	rec := opsTRecord(t,
+		opsTCol{name: "d", vals: []string{"b", "a", "b", "", "c"}, null: []int{3}, dict: true},
+		opsTCol{name: "s", vals: []string{"a", "c", "a", "z", "b"}, null: []int{3}},
+	)
+	defer rec.Release()
+	k, err := newOpsKeys(rec.Column(0).DataType())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := k.encode(rec.Column(0), nil, true)
+	if !slices.Equal(ids, []int32{0, 1, 0, -1, 2}) {
+		t.Errorf("dictionary ids %v", ids)
+	}
+	ids = k.encode(rec.Column(1), nil, false) // same key space, no new keys
+	if !slices.Equal(ids, []int32{1, 2, 1, -1, 0}) {
+		t.Errorf("string ids %v", ids)
+	}
+	if _, err := newOpsKeys(arrow.PrimitiveTypes.Float64); err == nil {
+		t.Error("float keys accepted")
+	}
+}
