@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/orch-dev/orch/pkg/cache"
@@ -45,6 +46,7 @@ type StagePlan struct {
 
 	pre    *cache.Preimage
 	record *cache.Record
+	err    error
 }
 
 // Plan is what a run would do.
@@ -114,85 +116,118 @@ func (e *Engine) Plan(ctx context.Context, p *pipeline.Pipeline, sel Selection) 
 	if err != nil {
 		return nil, err
 	}
-	pl := &Plan{Pipeline: p.Name}
+	// Stages are planned by the same parallel walk as a run: a stage as
+	// soon as its upstream stages are planned, so records are read on all
+	// cores. mu guards known and status.
+	var mu sync.Mutex
 	known := map[string]map[string]cache.Output{}
 	status := map[string]*StagePlan{}
+	p.Graph.Walk(ctx, chosen, true, func(ctx context.Context, name string) error {
+		sp, outs := e.planStage(ctx, p, name, sel, heads[name], func(up string) (map[string]cache.Output, bool) {
+			mu.Lock()
+			defer mu.Unlock()
+			o, ok := known[up]
+			return o, ok
+		}, func(up string) *StagePlan {
+			mu.Lock()
+			defer mu.Unlock()
+			return status[up]
+		})
+		mu.Lock()
+		status[name] = sp
+		if outs != nil {
+			known[name] = outs
+		}
+		mu.Unlock()
+		return sp.err
+	})
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	pl := &Plan{Pipeline: p.Name}
 	for _, name := range p.Graph.Order() {
 		if !chosen[name] {
 			continue
 		}
-		if err := ctx.Err(); err != nil {
-			return nil, err
+		sp := status[name]
+		if sp == nil {
+			continue // below a stage whose plan failed
 		}
-		st := p.Stages[name]
-		sp := &StagePlan{Stage: name}
-		status[name] = sp
+		if sp.err != nil {
+			return nil, sp.err
+		}
 		pl.Stages = append(pl.Stages, sp)
-		pre, waiting, err := e.Preimage(p, st, func(up string) (map[string]cache.Output, bool) {
-			o, ok := known[up]
-			return o, ok
-		})
-		if err != nil {
-			return nil, fmt.Errorf("stage %q: %w", name, err)
+	}
+	return pl, nil
+}
+
+// planStage plans one stage whose upstream stages are planned; it returns
+// the outputs the stage will have (for a HIT) so stages below know their keys.
+func (e *Engine) planStage(ctx context.Context, p *pipeline.Pipeline, name string, sel Selection, heads []history.Head,
+	upstream func(string) (map[string]cache.Output, bool), planOf func(string) *StagePlan) (*StagePlan, map[string]cache.Output) {
+	st := p.Stages[name]
+	sp := &StagePlan{Stage: name}
+	pre, waiting, err := e.Preimage(p, st, upstream)
+	if err != nil {
+		sp.err = fmt.Errorf("stage %q: %w", name, err)
+		return sp, nil
+	}
+	for _, n := range st.Needs {
+		if up := planOf(n); up != nil && up.Status != Hit {
+			waiting = append(waiting, n)
 		}
-		for _, n := range st.Needs {
-			if status[n] != nil && status[n].Status != Hit {
-				waiting = append(waiting, n)
+	}
+	// The last record is read only to explain a MISS or WAIT: a HIT's
+	// duration comes from the record it hits.
+	var last *cache.Record
+	loadLast := func() {
+		if last = e.lastRecord(ctx, heads); last != nil {
+			sp.LastDuration = last.Duration
+		}
+	}
+	if len(waiting) > 0 {
+		loadLast()
+		sp.Status, sp.WaitsFor = Wait, dedupe(waiting)
+		if last != nil {
+			if lp, err := last.Pre(); err == nil {
+				sp.Reasons = partialDiff(name, lp, pre)
 			}
 		}
-		// The last record is read only to explain a MISS or WAIT: a HIT's
-		// duration comes from the record it hits.
-		var last *cache.Record
-		loadLast := func() {
-			if last = e.lastRecord(ctx, heads[name]); last != nil {
-				sp.LastDuration = last.Duration
-			}
+		return sp, nil
+	}
+	sp.pre, sp.Key = pre, pre.Key()
+	switch {
+	case forced(sel, name):
+		sp.Status, sp.Reasons = Miss, []string{"forced"}
+		loadLast()
+	case !st.Cache:
+		sp.Status, sp.Reasons = Miss, []string{"cache: false (always runs)"}
+		loadLast()
+	default:
+		rec, why := e.usable(ctx, sp.Key)
+		if rec != nil {
+			sp.Status, sp.record, sp.LastDuration = Hit, rec, rec.Duration
+			return sp, rec.Outputs
 		}
-		if len(waiting) > 0 {
-			loadLast()
-			sp.Status, sp.WaitsFor = Wait, dedupe(waiting)
-			if last != nil {
-				if lp, err := last.Pre(); err == nil {
-					sp.Reasons = partialDiff(name, lp, pre)
-				}
-			}
-			continue
-		}
-		sp.pre, sp.Key = pre, pre.Key()
+		sp.Status = Miss
+		loadLast()
 		switch {
-		case forced(sel, name):
-			sp.Status, sp.Reasons = Miss, []string{"forced"}
-			loadLast()
-		case !st.Cache:
-			sp.Status, sp.Reasons = Miss, []string{"cache: false (always runs)"}
-			loadLast()
+		case why != "":
+			sp.Reasons = []string{why}
+		case last == nil && len(heads) == 0:
+			sp.Reasons = []string{"never run"}
+		case last == nil:
+			sp.Reasons = []string{"last record is no longer in the cache"}
 		default:
-			rec, why := e.usable(ctx, sp.Key)
-			if rec != nil {
-				sp.Status, sp.record, sp.LastDuration = Hit, rec, rec.Duration
-				known[name] = rec.Outputs
-				continue
+			if lp, err := last.Pre(); err == nil {
+				sp.Reasons = cache.Diff(name, lp, pre)
 			}
-			sp.Status = Miss
-			loadLast()
-			switch {
-			case why != "":
-				sp.Reasons = []string{why}
-			case last == nil && len(heads[name]) == 0:
-				sp.Reasons = []string{"never run"}
-			case last == nil:
-				sp.Reasons = []string{"last record is no longer in the cache"}
-			default:
-				if lp, err := last.Pre(); err == nil {
-					sp.Reasons = cache.Diff(name, lp, pre)
-				}
-				if len(sp.Reasons) == 0 {
-					sp.Reasons = []string{"record missing from the cache"}
-				}
+			if len(sp.Reasons) == 0 {
+				sp.Reasons = []string{"record missing from the cache"}
 			}
 		}
 	}
-	return pl, nil
+	return sp, nil
 }
 
 // usable returns the record for key if it and the blobs it names are

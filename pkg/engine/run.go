@@ -381,7 +381,17 @@ func (r *runner) execute(ctx context.Context, st *pipeline.Stage, sr *history.St
 	case <-ctx.Done():
 		return r.interrupted(sr, ctx)
 	}
-	defer func() { <-r.slots }()
+	// The slot is held while the command runs, not while its outputs are
+	// collected and its directory removed: that file-system work would
+	// otherwise keep the next command waiting.
+	holding := true
+	release := func() {
+		if holding {
+			holding = false
+			<-r.slots
+		}
+	}
+	defer release()
 	if r.stopping.Load() {
 		return dag.ErrNotStarted
 	}
@@ -420,6 +430,8 @@ func (r *runner) execute(ctx context.Context, st *pipeline.Stage, sr *history.St
 		}
 	}
 	sr.Duration = r.e.Now().Sub(started)
+	release()
+	logf.Close()
 	if runErr != nil {
 		if b, _ := os.ReadFile(logPath); len(b) > 0 {
 			runErr = fmt.Errorf("%w\n%s", runErr, tail(b, 15))
