@@ -9,6 +9,7 @@
 //
 //	go run ./bench/gen -n 1000 -out DIR          # write DIR/{orch.yaml,Makefile,Taskfile.yml,Snakefile,inputs/}
 //	go run ./bench/gen -n 1000 -descendants-of 1 # print the stages below inputs/in1.txt, one a line
+//	go run ./bench/gen -n 1000 -list             # print every stage, in layer order
 package main
 
 import (
@@ -75,19 +76,25 @@ func main() {
 	width := flag.Int("width", 10, "stages per layer (and number of input files)")
 	out := flag.String("out", "", "directory to write the workspace into")
 	desc := flag.Int("descendants-of", 0, "print the stages downstream of inputs/inK.txt and exit")
+	list := flag.Bool("list", false, "print every stage, in layer order, and exit")
 	flag.Parse()
 	if *n < 1 || *width < 2 {
 		fmt.Fprintln(os.Stderr, "gen: -n must be at least 1 and -width at least 2")
 		os.Exit(3)
 	}
 	d := dagSpec{n: *n, width: *width}
-	if *desc != 0 {
-		if *desc < 1 || *desc > d.width {
+	if *desc != 0 || *list {
+		if *desc < 0 || *desc > d.width {
 			fmt.Fprintf(os.Stderr, "gen: -descendants-of must be from 1 to %d\n", d.width)
 			os.Exit(3)
 		}
+		names := d.descendants(*desc)
+		if *list {
+			names = nil
+			d.each(func(k, i int) { names = append(names, name(k, i)) })
+		}
 		w := bufio.NewWriter(os.Stdout)
-		for _, s := range d.descendants(*desc) {
+		for _, s := range names {
 			fmt.Fprintln(w, s)
 		}
 		if err := w.Flush(); err != nil {

@@ -5,6 +5,9 @@
 //	go run ./bench/gen -n 1000 -out /tmp/w && (cd /tmp/w && orch run orch.yaml)
 //	go run ./bench/prof -w /tmp/w -op plan -count 20 -cpuprofile plan.pprof
 //	go tool pprof -top -nodecount 30 plan.pprof
+//	go run ./bench/prof -w /tmp/w -op run -count 1 -trace run.trace    # on a fresh copy: the first run
+//	go tool trace -pprof=syscall run.trace > syscall.pprof             # where goroutines block in syscalls
+//	go tool trace -pprof=sched run.trace > sched.pprof                 # and wait for a CPU
 //
 // Each iteration does what one CLI invocation does: load the pipeline, open
 // the engine, plan or run, close the engine. -op run on a fully cached
@@ -18,7 +21,9 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/pprof"
+	"runtime/trace"
 	"sort"
+	"syscall"
 	"time"
 
 	"github.com/orch-dev/orch/pkg/engine"
@@ -43,14 +48,15 @@ func main() {
 	count := flag.Int("count", 10, "iterations")
 	jobs := flag.Int("j", 2, "jobs for -op run")
 	cpu := flag.String("cpuprofile", "", "write a CPU profile of all iterations here")
+	tr := flag.String("trace", "", "write an execution trace of all iterations here")
 	flag.Parse()
-	if err := run(*ws, *file, *op, *count, *jobs, *cpu); err != nil {
+	if err := run(*ws, *file, *op, *count, *jobs, *cpu, *tr); err != nil {
 		fmt.Fprintln(os.Stderr, "prof:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ws, file, op string, count, jobs int, cpu string) error {
+func run(ws, file, op string, count, jobs int, cpu, tr string) error {
 	root, err := filepath.Abs(ws)
 	if err != nil {
 		return err
@@ -67,6 +73,17 @@ func run(ws, file, op string, count, jobs int, cpu string) error {
 			return err
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if tr != "" {
+		f, err := os.Create(tr)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := trace.Start(f); err != nil {
+			return err
+		}
+		defer trace.Stop()
 	}
 	ctx := context.Background()
 	ph := phases{}
@@ -126,5 +143,19 @@ func run(ws, file, op string, count, jobs int, cpu string) error {
 			fmt.Printf("  %-6s %8.2f ms\n", name, float64(median(ds).Microseconds())/1000)
 		}
 	}
+	self, children := cpuTime(syscall.RUSAGE_SELF), cpuTime(syscall.RUSAGE_CHILDREN)
+	fmt.Printf("CPU, all iterations: orch %s user %s system; commands %s user %s system\n",
+		self[0], self[1], children[0], children[1])
 	return nil
+}
+
+func cpuTime(who int) [2]time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(who, &ru); err != nil {
+		return [2]time.Duration{}
+	}
+	return [2]time.Duration{
+		time.Duration(ru.Utime.Nano()).Round(time.Millisecond),
+		time.Duration(ru.Stime.Nano()).Round(time.Millisecond),
+	}
 }

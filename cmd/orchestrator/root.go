@@ -21,6 +21,9 @@ type globals struct {
 	cacheDir  string
 	killGrace time.Duration
 	remote    string
+	// pipelineRemote is the `cache: {remote: ...}` of the pipeline last
+	// loaded; --remote and ORCH_REMOTE take precedence.
+	pipelineRemote *store.Remote
 }
 
 const exitCodesHelp = `
@@ -51,7 +54,7 @@ or params changed, and restores the rest.` + "\n" + exitCodesHelp,
 	pf.StringVar(&g.cacheDir, "cache-dir", os.Getenv("ORCH_CACHE_DIR"), "local cache directory (default: WORKSPACE/.orch/cache; env ORCH_CACHE_DIR)")
 	pf.DurationVar(&g.killGrace, "kill-grace", 10*time.Second, "on cancel or timeout, time between SIGTERM and SIGKILL of a stage's processes")
 	pf.StringVar(&g.remote, "remote", os.Getenv("ORCH_REMOTE"), "shared cache behind the local one: s3://BUCKET/PREFIX[?endpoint=URL&region=R&path_style=true], file:///PATH or a directory (env ORCH_REMOTE)")
-	root.AddCommand(newPushCmd(g))
+	root.AddCommand(newPushCmd(g), newPullCmd(g), newGCCmd(g), newCacheCmd(g))
 	root.AddCommand(newRunCmd(g), newPlanCmd(g), newWhyCmd(g), newDagCmd(g), newValidateCmd(g),
 		newRunsCmd(g), newLogsCmd(g), newVerifyCmd(g), newReleasesCmd(g), newRollbackCmd(g))
 	// Wrong argument counts are bad input (exit 3), like bad flags.
@@ -115,6 +118,7 @@ func (g *globals) load(file string, params []string) (*pipeline.Pipeline, error)
 	if err != nil {
 		return nil, badInput(err)
 	}
+	g.pipelineRemote = p.Cache.Remote
 	return p, nil
 }
 
@@ -124,11 +128,13 @@ func (g *globals) engine() (*engine.Engine, error) {
 		return nil, err
 	}
 	opts := engine.Options{Root: root, CacheDir: g.cacheDir}
+	r := g.pipelineRemote
 	if g.remote != "" {
-		r, err := store.ParseRemote(g.remote)
-		if err != nil {
+		if r, err = store.ParseRemote(g.remote); err != nil {
 			return nil, badInput(fmt.Errorf("--remote: %w", err))
 		}
+	}
+	if r != nil {
 		opts.Store = func(local *store.Local) (store.Store, error) {
 			// The first remote failure is reported once; the run goes on
 			// with the local cache, and `orch push` uploads what it made.

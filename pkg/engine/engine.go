@@ -56,6 +56,9 @@ type Engine struct {
 	LookupEnv func(string) (string, bool)
 	// Backoff is the delay before the first retry; it doubles per retry.
 	Backoff time.Duration
+	// Lease configures leases on a shared remote cache (lease.go).
+	Lease   LeaseOptions
+	leaseID leaseIdentity
 }
 
 // Open prepares the state directory of the workspace at opts.Root.

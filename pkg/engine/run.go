@@ -261,6 +261,16 @@ func (r *runner) stage(ctx context.Context, name string) error {
 		if ok := r.tryHit(ctx, st, sr, key); ok {
 			return nil
 		}
+		// Across machines sharing a remote cache: take the key's lease, or
+		// wait for the holder's record (lease.go).
+		release, hit, err := r.lease(ctx, st, sr, key)
+		if err != nil {
+			return r.interrupted(sr, ctx)
+		}
+		defer release()
+		if hit {
+			return nil
+		}
 	}
 	sr.Reason = r.reason(ctx, name, st, pre, force)
 	return r.execute(ctx, st, sr, pre, key)
@@ -430,6 +440,10 @@ func (r *runner) execute(ctx context.Context, st *pipeline.Stage, sr *history.St
 		}
 	}
 	sr.Duration = r.e.Now().Sub(started)
+	if runErr != nil && !r.opts.KeepGoing {
+		// Before the slot goes: a stage waiting for it must see the stop.
+		r.stopping.Store(true)
+	}
 	release()
 	logf.Close()
 	if runErr != nil {

@@ -48,7 +48,7 @@ var (
 )
 
 var (
-	topKeys   = []string{"name", "version", "description", "params", "stages"}
+	topKeys   = []string{"name", "version", "description", "params", "stages", "cache"}
 	stageKeys = []string{"kind", "run", "description", "code", "inputs", "outputs", "params", "env", "timeout", "retries", "cache", "needs"}
 )
 
@@ -331,6 +331,8 @@ func (l *loader) pipeline(root *yaml.Node) *Pipeline {
 			})
 		case "stages":
 			stagesNode = v
+		case "cache":
+			p.Cache = l.cacheSection(v)
 		}
 	})
 	if r := resolve(root); r.Kind != yaml.MappingNode {

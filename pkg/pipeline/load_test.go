@@ -577,3 +577,39 @@ func eq[T any](t *testing.T, what string, got, want T) {
 		t.Errorf("%s:\n got %#v\nwant %#v", what, got, want)
 	}
 }
+
+// TestParseCacheRemote: the top-level cache section names the remote and
+// its settings; a relative directory is relative to the workspace.
+func TestParseCacheRemote(t *testing.T) {
+	p := parse(t, `name: team
+cache:
+  remote: s3://orch-cache/team/churn?region=eu-west-1
+  endpoint: http://minio:9000
+  path_style: true
+  concurrency: 8
+  part_size: 16MiB
+stages:
+  a: {run: "true"}
+`, nil)
+	r := p.Cache.Remote
+	if r == nil || r.S3 == nil {
+		t.Fatalf("Cache.Remote = %+v; want an s3 remote", r)
+	}
+	c := r.S3
+	if c.Bucket != "orch-cache" || c.Prefix != "team/churn" || c.Region != "eu-west-1" || c.Endpoint != "http://minio:9000" ||
+		c.PathStyle == nil || !*c.PathStyle || c.Concurrency != 8 || c.PartSize != 16<<20 {
+		t.Errorf("S3 config = %+v", c)
+	}
+	if r.String() != "s3://orch-cache/team/churn" {
+		t.Errorf("String() = %q", r.String())
+	}
+
+	p = parse(t, "name: dir\ncache: {remote: shared/cache}\nstages:\n  a: {run: \"true\"}\n", nil)
+	if want := filepath.Join(wsAbs(t), "shared/cache"); p.Cache.Remote == nil || p.Cache.Remote.Dir != want {
+		t.Errorf("directory remote = %+v; want %s", p.Cache.Remote, want)
+	}
+	p = parse(t, "name: none\ncache:\nstages:\n  a: {run: \"true\"}\n", nil)
+	if p.Cache.Remote != nil {
+		t.Errorf("empty cache section: Remote = %+v", p.Cache.Remote)
+	}
+}

@@ -5,6 +5,7 @@ import (
 
 	"github.com/orch-dev/orch/pkg/dag"
 	"github.com/orch-dev/orch/pkg/stages"
+	"github.com/orch-dev/orch/pkg/store"
 )
 
 // Pipeline is a loaded, validated pipeline.
@@ -16,6 +17,15 @@ type Pipeline struct {
 	Stages map[string]*Stage
 	// Graph has one node per stage, in declaration order; it has no cycle.
 	Graph *dag.Graph
+	// Cache is the top-level `cache:` section.
+	Cache Cache
+}
+
+// Cache is a pipeline's `cache:` section.
+type Cache struct {
+	// Remote is the shared cache behind the local one (`remote:` with its
+	// settings), nil if none. --remote and ORCH_REMOTE take precedence.
+	Remote *store.Remote
 }
 
 // Names returns the stage names in declaration order.

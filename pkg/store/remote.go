@@ -251,3 +251,11 @@ func (r *Remote) Tiered(ctx context.Context, local *Local, onError func(error)) 
 	}
 	return &Tiered{Local: local, Remote: remote, Name: r.String(), OnRemoteError: onError}, nil
 }
+
+// CheckRemoteSetting reports whether value is allowed for the s3:// remote
+// setting name; the error names the setting and the allowed values (as in
+// ParseRemote's errors).
+func CheckRemoteSetting(name, value string) error {
+	var c S3Config
+	return c.set(name, value)
+}

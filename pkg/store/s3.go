@@ -322,6 +322,23 @@ func (s *S3) PutBlob(ctx context.Context, d digest.Digest, r io.Reader) error {
 	} else if !errors.Is(err, ErrNotFound) {
 		return err
 	}
+	return s.UploadBlob(ctx, d, r)
+}
+
+// UploadBlob uploads blob d without first asking whether the bucket has it
+// (Push knows from a listing), verifying the content as PutBlob does. A
+// seekable reader (a local blob file) smaller than MultipartThreshold is
+// hashed, then sent in one PUT; anything else streams through the
+// transfer manager, in parts when large.
+func (s *S3) UploadBlob(ctx context.Context, d digest.Digest, r io.Reader) error {
+	if rs, ok := r.(io.ReadSeeker); ok {
+		if n, err := rs.Seek(0, io.SeekEnd); err == nil && n < s.cfg.MultipartThreshold {
+			return s.putSmall(ctx, d, rs, n)
+		}
+		if _, err := rs.Seek(0, io.SeekStart); err != nil {
+			return fmt.Errorf("%s: put blob %s: %w", s.name, d.Short(), err)
+		}
+	}
 	vr := &verifyReader{r: r, want: d, h: digest.NewHasher()}
 	_, err := s.tm.UploadObject(ctx, &transfermanager.UploadObjectInput{
 		Bucket: aws.String(s.cfg.Bucket),
@@ -337,6 +354,34 @@ func (s *S3) PutBlob(ctx context.Context, d digest.Digest, r io.Reader) error {
 		return fmt.Errorf("%s: put blob %s: %w", s.name, d.Short(), vr.err)
 	}
 	return s.err("put", "blob "+d.Short(), err)
+}
+
+// putSmall verifies the n bytes of rs, then PUTs them in one request (the
+// SDK reads a seekable body again to sign it).
+func (s *S3) putSmall(ctx context.Context, d digest.Digest, rs io.ReadSeeker, n int64) error {
+	h := digest.NewHasher()
+	if _, err := rs.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("%s: put blob %s: %w", s.name, d.Short(), err)
+	}
+	if _, err := io.Copy(h, rs); err != nil {
+		return fmt.Errorf("%s: put blob %s: %w", s.name, d.Short(), err)
+	}
+	if got := h.Sum(); got != d {
+		return fmt.Errorf("%s: put blob %s: content hashes to %s: %w", s.name, d.Short(), got.Short(), ErrCorrupt)
+	}
+	if _, err := rs.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("%s: put blob %s: %w", s.name, d.Short(), err)
+	}
+	_, err := s.client.PutObject(ctx, &s3.PutObjectInput{
+		Bucket:        aws.String(s.cfg.Bucket),
+		Key:           aws.String(s.BlobKey(d)),
+		Body:          rs,
+		ContentLength: aws.Int64(n),
+	})
+	if err != nil {
+		return s.err("put", "blob "+d.Short(), err)
+	}
+	return nil
 }
 
 // verifyReader hashes what it reads and, at the end, turns io.EOF into an
@@ -366,18 +411,6 @@ func (v *verifyReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// OpenBlob implements Store.
-func (s *S3) OpenBlob(ctx context.Context, d digest.Digest) (io.ReadCloser, error) {
-	out, err := s.client.GetObject(ctx, &s3.GetObjectInput{
-		Bucket: aws.String(s.cfg.Bucket),
-		Key:    aws.String(s.BlobKey(d)),
-	})
-	if err != nil {
-		return nil, s.err("get", "blob "+d.Short(), err)
-	}
-	return out.Body, nil
-}
-
 // DeleteBlob implements Store.
 func (s *S3) DeleteBlob(ctx context.Context, d digest.Digest) error {
 	return s.delete(ctx, s.BlobKey(d), "blob "+d.Short())
@@ -397,7 +430,17 @@ func (s *S3) delete(ctx context.Context, key, what string) error {
 // ListBlobs implements Store, one ListObjectsV2 page (up to 1000 blobs) per
 // request.
 func (s *S3) ListBlobs(ctx context.Context, fn func(digest.Digest, int64) error) error {
+	return s.list(ctx, "blobs", func(i Info) error { return fn(i.Digest, i.Size) })
+}
+
+// ListBlobInfo implements InfoLister: sizes and Last-Modified times.
+func (s *S3) ListBlobInfo(ctx context.Context, fn func(Info) error) error {
 	return s.list(ctx, "blobs", fn)
+}
+
+// ListRecordInfo implements InfoLister.
+func (s *S3) ListRecordInfo(ctx context.Context, fn func(Info) error) error {
+	return s.list(ctx, "records", fn)
 }
 
 // GetRecord implements Store.
@@ -474,11 +517,11 @@ func (s *S3) DeleteRecord(ctx context.Context, key digest.Digest) error {
 
 // ListRecords implements Store.
 func (s *S3) ListRecords(ctx context.Context, fn func(digest.Digest) error) error {
-	return s.list(ctx, "records", func(d digest.Digest, _ int64) error { return fn(d) })
+	return s.list(ctx, "records", func(i Info) error { return fn(i.Digest) })
 }
 
 // list calls fn for every object PREFIX/kind/ab/HEX; other keys are skipped.
-func (s *S3) list(ctx context.Context, kind string, fn func(digest.Digest, int64) error) error {
+func (s *S3) list(ctx context.Context, kind string, fn func(Info) error) error {
 	base := s.prefix + kind + "/"
 	p := s3.NewListObjectsV2Paginator(s.client, &s3.ListObjectsV2Input{
 		Bucket: aws.String(s.cfg.Bucket),
@@ -498,7 +541,7 @@ func (s *S3) list(ctx context.Context, kind string, fn func(digest.Digest, int64
 			if err != nil {
 				continue // not ours
 			}
-			if err := fn(d, aws.ToInt64(o.Size)); err != nil {
+			if err := fn(Info{Digest: d, Size: aws.ToInt64(o.Size), Modified: aws.ToTime(o.LastModified)}); err != nil {
 				return err
 			}
 		}

@@ -474,13 +474,24 @@ func Push(ctx context.Context, local *Local, remote Store, jobs int) (PushStats,
 	return st, nil
 }
 
+// blobUploader is implemented by remotes that can upload a blob without
+// first asking whether they have it (S3.UploadBlob).
+type blobUploader interface {
+	UploadBlob(ctx context.Context, d digest.Digest, r io.Reader) error
+}
+
 func pushBlob(ctx context.Context, local *Local, remote Store, d digest.Digest) error {
 	f, err := local.OpenBlob(ctx, d)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	err = remote.PutBlob(ctx, d, f)
+	if u, ok := remote.(blobUploader); ok {
+		// The listing said the remote lacks d: no HEAD first.
+		err = u.UploadBlob(ctx, d, f)
+	} else {
+		err = remote.PutBlob(ctx, d, f)
+	}
 	if errors.Is(err, ErrCorrupt) {
 		return fmt.Errorf("local blob %s is corrupt (orch verify --repair removes it): %w", d.Short(), err)
 	}
