@@ -8,6 +8,7 @@ package stages
 // docs/kinds.md; its Version enters every key it produces.
 func RegisterBuiltins(r *Registry) {
 	// Kinds add themselves here, one line each, as they land.
+	r.Register("ingest", NewIngest())
 	r.Register("deploy", NewDeploy())
 	r.Register("preprocess", NewPreprocess())
 	r.Register("features", NewFeatures())

@@ -1,0 +1,11 @@
+import { DuckDBInstance } from '@duckdb/node-api';
+import pl from 'nodejs-polars';
+const [src, outDuck, outPolars] = process.argv.slice(2);
+const db = await DuckDBInstance.create(':memory:');
+const con = await db.connect();
+await con.run(`COPY (SELECT * REPLACE (CAST(plan AS ENUM('Basic','Standard','Premium','Family')) AS plan) FROM read_csv('${src}')) TO '${outDuck}' (FORMAT parquet, COMPRESSION zstd)`);
+const r = await con.runAndReadAll(`SELECT count(*), count(total_charges), typeof(plan) FROM read_parquet('${outDuck}') GROUP BY ALL`);
+console.log('duckdb', JSON.stringify(r.getRows(), (k, v) => typeof v === 'bigint' ? v.toString() : v));
+const df = pl.readCSV(src).withColumns(pl.col('region').cast(pl.Categorical));
+df.writeParquet(outPolars, { compression: 'zstd' });
+console.log('polars', df.dtypes.map(String).join(','));
