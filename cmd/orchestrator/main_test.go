@@ -100,6 +100,12 @@ func raceEnv(env *testscript.Env) error {
 		gorace = strings.TrimSpace(gorace + " atexit_sleep_ms=0")
 	}
 	env.Setenv("GORACE", gorace)
+	// $REPO lets scripts test the repository's own pipelines.
+	repo, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		return err
+	}
+	env.Setenv("REPO", repo)
 	return nil
 }
 

@@ -45,11 +45,19 @@ func newReleasesCmd(g *globals) *cobra.Command {
 }
 
 func metrics(m map[string]float64) string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
+	// The headline metrics when the report has them; all of them otherwise.
+	var keys []string
+	for _, k := range []string{"auc", "pr_auc", "logloss", "accuracy"} {
+		if _, ok := m[k]; ok {
+			keys = append(keys, k)
+		}
 	}
-	sort.Strings(keys)
+	if len(keys) == 0 {
+		for k := range m {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+	}
 	parts := make([]string, 0, len(keys))
 	for _, k := range keys {
 		parts = append(parts, fmt.Sprintf("%s=%.4g", k, m[k]))

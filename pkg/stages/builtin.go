@@ -12,4 +12,6 @@ func RegisterBuiltins(r *Registry) {
 	r.Register("deploy", NewDeploy())
 	r.Register("preprocess", NewPreprocess())
 	r.Register("features", NewFeatures())
+	r.Register("train", NewTrain())
+	r.Register("validate", NewValidate())
 }

@@ -1,0 +1,196 @@
+package stages
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+)
+
+// Confusion counts predictions at a threshold: a row is predicted positive
+// when its probability is >= the threshold.
+type Confusion struct {
+	TP int `json:"tp"`
+	FP int `json:"fp"`
+	TN int `json:"tn"`
+	FN int `json:"fn"`
+}
+
+// CalibrationBin is one equal-width bin of predicted probability.
+type CalibrationBin struct {
+	Lo            float64  `json:"lo"`
+	Hi            float64  `json:"hi"`
+	Count         int      `json:"count"`
+	MeanPredicted *float64 `json:"mean_predicted"` // null for an empty bin
+	ObservedRate  *float64 `json:"observed_rate"`  // null for an empty bin
+}
+
+// mlBinaryMetrics are the threshold-free and thresholded metrics of
+// probabilities p against 0/1 labels y.
+type mlBinaryMetrics struct {
+	rows, positives                   int
+	auc, ap, logloss, brier           float64
+	accuracy, precision, recall, f1   float64
+	confusion                         Confusion
+	calibration                       []CalibrationBin
+	ece                               float64 // Σ count/rows · |mean predicted − observed|
+	threshold                         float64
+	minPredicted, maxPredicted, meanP float64
+}
+
+// errMLOneClass is returned when the labels have a single class.
+var errMLOneClass = errors.New("only one class")
+
+// mlComputeMetrics computes every metric; it needs both classes present.
+func mlComputeMetrics(p []float64, y []uint8, threshold float64, bins int) (*mlBinaryMetrics, error) {
+	n := len(y)
+	if n == 0 {
+		return nil, errors.New("no rows")
+	}
+	m := &mlBinaryMetrics{rows: n, threshold: threshold, minPredicted: math.Inf(1), maxPredicted: math.Inf(-1)}
+	for _, v := range y {
+		m.positives += int(v)
+	}
+	if m.positives == 0 || m.positives == n {
+		return nil, errMLOneClass
+	}
+	for i, pi := range p {
+		if math.IsNaN(pi) {
+			return nil, fmt.Errorf("prediction %d is NaN", i)
+		}
+	}
+	m.auc, m.ap = mlRankMetrics(p, y)
+	m.logloss = mlLogLoss(p, y)
+	for i, pi := range p {
+		yi := float64(y[i])
+		m.brier += (pi - yi) * (pi - yi)
+		m.meanP += pi
+		m.minPredicted = math.Min(m.minPredicted, pi)
+		m.maxPredicted = math.Max(m.maxPredicted, pi)
+	}
+	m.brier /= float64(n)
+	m.meanP /= float64(n)
+	m.confusion = mlConfusionAt(p, y, threshold)
+	c := m.confusion
+	m.accuracy = float64(c.TP+c.TN) / float64(n)
+	m.precision = mlRatio(c.TP, c.TP+c.FP)
+	m.recall = mlRatio(c.TP, c.TP+c.FN)
+	if m.precision+m.recall > 0 {
+		m.f1 = 2 * m.precision * m.recall / (m.precision + m.recall)
+	}
+	m.calibration, m.ece = mlCalibration(p, y, bins)
+	return m, nil
+}
+
+func mlRatio(a, b int) float64 {
+	if b == 0 {
+		return 0
+	}
+	return float64(a) / float64(b)
+}
+
+type mlScored struct {
+	p float64
+	y uint8
+}
+
+// mlRankMetrics returns the ROC AUC and the average precision (the area under
+// the precision-recall curve as scikit-learn's average_precision_score
+// defines it: Σ (Rₖ − Rₖ₋₁)·Pₖ over distinct thresholds). Tied scores form
+// one threshold: they count half in the AUC (the Mann–Whitney statistic)
+// and enter the precision-recall curve together.
+func mlRankMetrics(p []float64, y []uint8) (auc, ap float64) {
+	s := make([]mlScored, len(p))
+	for i := range p {
+		s[i] = mlScored{p[i], y[i]}
+	}
+	slices.SortFunc(s, func(a, b mlScored) int { return cmp.Compare(b.p, a.p) })
+	var P, N float64
+	for _, e := range s {
+		if e.y == 1 {
+			P++
+		} else {
+			N++
+		}
+	}
+	var tp, fp float64 // above the current tie group
+	for i := 0; i < len(s); {
+		j := i
+		var gp, gn float64
+		for ; j < len(s) && s[j].p == s[i].p; j++ {
+			if s[j].y == 1 {
+				gp++
+			} else {
+				gn++
+			}
+		}
+		auc += gn * (tp + gp/2)
+		tp += gp
+		fp += gn
+		if gp > 0 {
+			ap += gp / P * tp / (tp + fp)
+		}
+		i = j
+	}
+	return auc / (P * N), ap
+}
+
+// mlLogLoss is the mean negative log-likelihood, probabilities clipped to
+// [1e-15, 1-1e-15].
+func mlLogLoss(p []float64, y []uint8) float64 {
+	const eps = 1e-15
+	s := 0.0
+	for i, pi := range p {
+		pi = math.Min(math.Max(pi, eps), 1-eps)
+		if y[i] == 1 {
+			s -= math.Log(pi)
+		} else {
+			s -= math.Log1p(-pi)
+		}
+	}
+	return s / float64(len(p))
+}
+
+func mlConfusionAt(p []float64, y []uint8, threshold float64) Confusion {
+	var c Confusion
+	for i, pi := range p {
+		switch pos := pi >= threshold; {
+		case pos && y[i] == 1:
+			c.TP++
+		case pos:
+			c.FP++
+		case y[i] == 1:
+			c.FN++
+		default:
+			c.TN++
+		}
+	}
+	return c
+}
+
+// mlCalibration splits [0, 1] into k equal-width bins (the last one closed)
+// and reports per bin the count, mean predicted probability and observed
+// positive rate, and the expected calibration error.
+func mlCalibration(p []float64, y []uint8, k int) ([]CalibrationBin, float64) {
+	cnt := make([]int, k)
+	sp := make([]float64, k)
+	sy := make([]float64, k)
+	for i, pi := range p {
+		b := min(max(int(pi*float64(k)), 0), k-1)
+		cnt[b]++
+		sp[b] += pi
+		sy[b] += float64(y[i])
+	}
+	out := make([]CalibrationBin, k)
+	ece := 0.0
+	for b := range out {
+		out[b] = CalibrationBin{Lo: float64(b) / float64(k), Hi: float64(b+1) / float64(k), Count: cnt[b]}
+		if cnt[b] > 0 {
+			mp, or := sp[b]/float64(cnt[b]), sy[b]/float64(cnt[b])
+			out[b].MeanPredicted, out[b].ObservedRate = &mp, &or
+			ece += float64(cnt[b]) / float64(len(p)) * math.Abs(mp-or)
+		}
+	}
+	return out, ece
+}
