@@ -1411,7 +1411,8 @@ func (r *ingRun) sampleMasks(total int64) ([]*array.Boolean, int64, error) {
 			hs[i] = ingSampleHash(seed, int64(i))
 		}
 		k := *s.Rows
-		thr = ingSelect(hs, int(k-1))
+		opsSelect(hs, int(k-1))
+		thr = hs[k-1]
 		// Keep every hash < thr, and as many == thr as make k in all.
 		var below int64
 		for i := int64(0); i < total; i++ {
@@ -1458,37 +1459,6 @@ func ingSampleHash(seed, i int64) uint64 {
 	x *= 0x94d049bb133111eb
 	x ^= x >> 31
 	return x
-}
-
-// ingSelect returns the k-th smallest of v (0-based), reordering v.
-func ingSelect(v []uint64, k int) uint64 {
-	lo, hi := 0, len(v)-1
-	for lo < hi {
-		p := v[lo+(hi-lo)/2]
-		i, j := lo, hi
-		for i <= j {
-			for v[i] < p {
-				i++
-			}
-			for v[j] > p {
-				j--
-			}
-			if i <= j {
-				v[i], v[j] = v[j], v[i]
-				i++
-				j--
-			}
-		}
-		switch {
-		case k <= j:
-			hi = j
-		case k >= i:
-			lo = i
-		default:
-			return v[k]
-		}
-	}
-	return v[k]
 }
 
 // write converts the pieces to the final types and writes them, a row

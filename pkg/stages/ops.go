@@ -8,6 +8,7 @@ package stages
 // time over typed value slices.
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math"
@@ -658,8 +659,8 @@ func opsAtRow(err error, offset int64) error {
 // opsSelect reorders a so that a[k] is the value that would be at k if a
 // were sorted, everything before it is <= a[k] and everything after >= a[k]
 // (introselect: median-of-three quickselect, falling back to sorting small
-// ranges). a holds no NaN.
-func opsSelect(a []float64, k int) {
+// ranges). a holds no NaN. ingest uses it on hashes too.
+func opsSelect[T cmp.Ordered](a []T, k int) {
 	lo, hi := 0, len(a)-1
 	for hi-lo > 16 {
 		mid := lo + (hi-lo)/2
