@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/orch-dev/orch/pkg/cache"
 	"github.com/orch-dev/orch/pkg/digest"
 	"github.com/orch-dev/orch/pkg/history"
@@ -583,44 +585,21 @@ func deleteAll(ctx context.Context, s store.Store, ds []digest.Digest, blobs boo
 		}
 		return bd.DeleteRecords(ctx, ds)
 	}
-	var (
-		mu       sync.Mutex
-		firstErr error
-		wg       sync.WaitGroup
-		ch       = make(chan digest.Digest)
-	)
-	for range min(jobs, len(ds)) {
-		wg.Go(func() {
-			for d := range ch {
-				var err error
-				if blobs {
-					err = s.DeleteBlob(ctx, d)
-				} else {
-					err = s.DeleteRecord(ctx, d)
-				}
-				if err != nil {
-					mu.Lock()
-					if firstErr == nil {
-						firstErr = err
-					}
-					mu.Unlock()
-				}
-			}
-		})
-	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(jobs)
 	for _, d := range ds {
-		mu.Lock()
-		stop := firstErr != nil
-		mu.Unlock()
-		if stop || ctx.Err() != nil {
+		if gctx.Err() != nil {
 			break
 		}
-		ch <- d
+		g.Go(func() error {
+			if blobs {
+				return s.DeleteBlob(gctx, d)
+			}
+			return s.DeleteRecord(gctx, d)
+		})
 	}
-	close(ch)
-	wg.Wait()
-	if firstErr != nil {
-		return firstErr
+	if err := g.Wait(); err != nil {
+		return err
 	}
 	return ctx.Err()
 }

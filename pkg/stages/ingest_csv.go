@@ -42,34 +42,7 @@ func ingLastBoundary(data []byte, csv bool, delim byte) int {
 		}
 		return i + 1
 	}
-	last := -1
-	fieldStart, inQ := true, false
-	for i := 0; i < len(data); i++ {
-		c := data[i]
-		if inQ {
-			if c == '"' {
-				if i+1 < len(data) && data[i+1] == '"' {
-					i++
-					continue
-				}
-				inQ = false
-			}
-			continue
-		}
-		switch c {
-		case '"':
-			inQ = fieldStart
-			fieldStart = false
-		case delim:
-			fieldStart = true
-		case '\n':
-			last = i + 1
-			fieldStart = true
-		default:
-			fieldStart = false
-		}
-	}
-	return last
+	return ingScanBoundary(data, delim, false)
 }
 
 // ingBlock is a run of whole records of one file.
@@ -200,7 +173,14 @@ func ingCSVHeader(f *os.File, display string, delim byte, start int64) (names []
 
 // ingFirstBoundary returns the index just past the first record of data, or
 // -1 if it does not end in data.
-func ingFirstBoundary(data []byte, delim byte) int {
+func ingFirstBoundary(data []byte, delim byte) int { return ingScanBoundary(data, delim, true) }
+
+// ingScanBoundary walks data (which starts at a record start) with CSV
+// quoting, newlines inside quoted fields belonging to their record, and
+// returns the index just past the first record end (first) or the last one,
+// or -1 when no record ends in data.
+func ingScanBoundary(data []byte, delim byte, first bool) int {
+	last := -1
 	fieldStart, inQ := true, false
 	for i := 0; i < len(data); i++ {
 		c := data[i]
@@ -221,12 +201,16 @@ func ingFirstBoundary(data []byte, delim byte) int {
 		case delim:
 			fieldStart = true
 		case '\n':
-			return i + 1
+			if first {
+				return i + 1
+			}
+			last = i + 1
+			fieldStart = true
 		default:
 			fieldStart = false
 		}
 	}
-	return -1
+	return last
 }
 
 // ingSplitRecord splits one record (with or without its newline) into

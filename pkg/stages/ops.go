@@ -244,26 +244,7 @@ func opsBytes[T opsNumber](vals []T) []byte {
 
 // opsDictIndices returns the indices of a dictionary array as int64s in buf.
 func opsDictIndices(d *array.Dictionary, buf []int64) []int64 {
-	idx := d.Indices()
-	dst := opsGrow(buf, idx.Len())
-	switch c := idx.(type) {
-	case *array.Int8:
-		opsWiden(c.Int8Values(), dst)
-	case *array.Int16:
-		opsWiden(c.Int16Values(), dst)
-	case *array.Int32:
-		opsWiden(c.Int32Values(), dst)
-	case *array.Int64:
-		copy(dst, c.Int64Values())
-	case *array.Uint8:
-		opsWiden(c.Uint8Values(), dst)
-	case *array.Uint16:
-		opsWiden(c.Uint16Values(), dst)
-	case *array.Uint32:
-		opsWiden(c.Uint32Values(), dst)
-	case *array.Uint64:
-		opsWiden(c.Uint64Values(), dst)
-	}
+	dst, _ := opsInt64s(d.Indices(), buf) // indices are always integers
 	return dst
 }
 

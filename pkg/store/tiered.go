@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/orch-dev/orch/pkg/digest"
 )
 
@@ -131,38 +133,16 @@ func (t *Tiered) UploadBlobs(ctx context.Context, ds []digest.Digest) error {
 	if !t.remoteUp() || len(ds) == 0 {
 		return nil
 	}
-	ch := make(chan digest.Digest)
-	var (
-		wg       sync.WaitGroup
-		mu       sync.Mutex
-		firstErr error
-	)
-	for range min(UploadJobs, len(ds)) {
-		wg.Go(func() {
-			for d := range ch {
-				if err := t.upload(ctx, d); err != nil {
-					mu.Lock()
-					if firstErr == nil {
-						firstErr = err
-					}
-					mu.Unlock()
-				}
-			}
-		})
-	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(UploadJobs)
 	for _, d := range ds {
-		mu.Lock()
-		stop := firstErr != nil
-		mu.Unlock()
-		if stop || !t.remoteUp() || ctx.Err() != nil {
+		if gctx.Err() != nil || !t.remoteUp() {
 			break
 		}
-		ch <- d
+		g.Go(func() error { return t.upload(gctx, d) })
 	}
-	close(ch)
-	wg.Wait()
-	if firstErr != nil {
-		return firstErr
+	if err := g.Wait(); err != nil {
+		return err
 	}
 	return ctx.Err()
 }
