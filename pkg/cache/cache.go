@@ -127,6 +127,10 @@ func (c *Cache) Check(ctx context.Context, out Output) error {
 	return nil
 }
 
+// Tree returns the verified, decoded Tree blob d (fetched from c.Store into
+// the local store if needed).
+func (c *Cache) Tree(ctx context.Context, d digest.Digest) (*Tree, error) { return c.tree(ctx, d) }
+
 func (c *Cache) tree(ctx context.Context, d digest.Digest) (*Tree, error) {
 	p, err := c.ensure(ctx, d)
 	if err != nil {

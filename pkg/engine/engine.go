@@ -224,5 +224,3 @@ func (e *Engine) cleanStale() {
 		f.Close()
 	}
 }
-
-func isNotFound(err error) bool { return errors.Is(err, store.ErrNotFound) }

@@ -75,13 +75,9 @@ func (e *Engine) Pull(ctx context.Context, p *pipeline.Pipeline, sel Selection, 
 	}
 	var files []digest.Digest
 	for _, o := range dirs {
-		b, err := e.Cache.ReadBlob(ctx, o.Digest)
+		t, err := e.Cache.Tree(ctx, o.Digest)
 		if err != nil {
 			return rep, fmt.Errorf("tree %s: %w", o.Digest.Short(), err)
-		}
-		t, err := cache.DecodeTree(b)
-		if err != nil {
-			return rep, fmt.Errorf("tree %s: %v: %w", o.Digest.Short(), err, store.ErrCorrupt)
 		}
 		for _, en := range t.Entries {
 			if !en.Dir && !seen[en.Digest] {

@@ -332,7 +332,7 @@ func (r *runner) reason(ctx context.Context, name string, st *pipeline.Stage, pr
 func (r *runner) tryHit(ctx context.Context, st *pipeline.Stage, sr *history.StageRun, key digest.Digest) bool {
 	rec, err := r.e.Cache.Lookup(ctx, key)
 	if err != nil {
-		if !errors.Is(err, os.ErrNotExist) && !isNotFound(err) {
+		if !errors.Is(err, os.ErrNotExist) && !store.IsNotFound(err) {
 			sr.Reason = fmt.Sprintf("cached record unusable (%v)", err)
 			r.emit(Event{Type: EvWarn, Stage: st.Name, Reason: sr.Reason})
 		}
