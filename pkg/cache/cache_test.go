@@ -704,19 +704,27 @@ func TestCheckMissingBlob(t *testing.T) {
 }
 
 func TestRecordJSONIsReadable(t *testing.T) {
-	// Records are documents people read with `orch why`: digests print as hex.
+	// Records are documents people read (jq, `orch why`): two JSON lines,
+	// the header and the pre-image, digests printed as hex.
 	s := newMemStore()
 	r := sampleRecord()
 	if err := PutRecord(t.Context(), s, r); err != nil {
 		t.Fatal(err)
 	}
 	b, _ := s.GetRecord(t.Context(), r.Key)
-	var m map[string]any
-	if err := json.Unmarshal(b, &m); err != nil {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	var m, pre map[string]any
+	if err := dec.Decode(&m); err != nil {
+		t.Fatal(err)
+	}
+	if err := dec.Decode(&pre); err != nil {
 		t.Fatal(err)
 	}
 	if m["key"] != r.Key.String() || !bytes.Contains(b, []byte(r.Log.String())) {
 		t.Errorf("record JSON does not show digests as hex: %s", b)
+	}
+	if pre["command"] != r.Preimage.Command || bytes.Count(b, []byte("\n")) != 2 {
+		t.Errorf("second line is not the pre-image: %s", b)
 	}
 }
 

@@ -1,7 +1,6 @@
 package cache
 
 import (
-	"encoding/json"
 	"fmt"
 	"sort"
 	"strconv"
@@ -69,11 +68,7 @@ func (p *Preimage) Encode() []byte {
 			q.Outputs[i] = SafeString(o)
 		}
 	}
-	b, err := json.Marshal(&q)
-	if err != nil {
-		panic(fmt.Sprintf("cache: encode preimage: %v", err)) // only plain types inside
-	}
-	return b
+	return appendPreimage(make([]byte, 0, 512), &q)
 }
 
 // Key returns the cache key of p.

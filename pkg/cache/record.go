@@ -1,8 +1,10 @@
 package cache
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -10,8 +12,14 @@ import (
 	"github.com/orch-dev/orch/pkg/store"
 )
 
-// RecordVersion is the version of the Record encoding.
-const RecordVersion = 1
+// RecordVersion is the version of the Record encoding written.
+//
+// Version 2 stores two JSON lines: a header (recordWire without the
+// pre-image) and the pre-image's canonical bytes, so a reader decodes the
+// small header and hashes the second line without scanning it. Version 1,
+// one JSON object with the pre-image embedded, is still read; it is also
+// what MarshalJSON produces for people and tools.
+const RecordVersion = 2
 
 // Output is one produced output in a Record.
 type Output struct {
@@ -47,7 +55,7 @@ type recordWire struct {
 	Key      digest.Digest     `json:"key"`
 	Pipeline string            `json:"pipeline"`
 	Stage    string            `json:"stage"`
-	Preimage json.RawMessage   `json:"preimage"`
+	Preimage json.RawMessage   `json:"preimage,omitempty"`
 	Outputs  map[string]Output `json:"outputs"`
 	Log      digest.Digest     `json:"log"`
 	Started  time.Time         `json:"started"`
@@ -66,17 +74,60 @@ func (r Record) MarshalJSON() ([]byte, error) {
 	})
 }
 
-// UnmarshalJSON reads the stored form, keeping the pre-image unparsed.
+// UnmarshalJSON reads the one-object form, keeping the pre-image unparsed.
 func (r *Record) UnmarshalJSON(b []byte) error {
 	var w recordWire
 	if err := json.Unmarshal(b, &w); err != nil {
 		return err
 	}
+	r.fromWire(&w, w.Preimage)
+	return nil
+}
+
+func (r *Record) fromWire(w *recordWire, raw []byte) {
 	*r = Record{
 		Version: w.Version, Key: w.Key, Pipeline: w.Pipeline, Stage: w.Stage, Outputs: w.Outputs,
-		Log: w.Log, Started: w.Started, Duration: w.Duration, raw: w.Preimage,
+		Log: w.Log, Started: w.Started, Duration: w.Duration, raw: raw,
 	}
-	return nil
+}
+
+// encode returns the stored form: the header line, then the pre-image's
+// canonical bytes (canonical JSON holds no raw newline).
+func (r *Record) encode() ([]byte, error) {
+	pre, err := r.Pre()
+	if err != nil {
+		return nil, err
+	}
+	h, err := json.Marshal(recordWire{
+		Version: r.Version, Key: r.Key, Pipeline: r.Pipeline, Stage: r.Stage,
+		Outputs: r.Outputs, Log: r.Log, Started: r.Started, Duration: r.Duration,
+	})
+	if err != nil {
+		return nil, err
+	}
+	raw := pre.Encode()
+	b := make([]byte, 0, len(h)+1+len(raw)+1)
+	b = append(append(append(append(b, h...), '\n'), raw...), '\n')
+	return b, nil
+}
+
+// DecodeRecord parses a stored record of any version it knows the shape
+// of, without checking it against a key (GetRecord does that).
+func DecodeRecord(b []byte) (*Record, error) {
+	r := &Record{}
+	head, raw, twoLine := bytes.Cut(bytes.TrimRight(b, "\n"), []byte{'\n'})
+	if !twoLine {
+		return r, json.Unmarshal(b, r)
+	}
+	var w recordWire
+	if err := json.Unmarshal(head, &w); err != nil {
+		return nil, err
+	}
+	if w.Preimage != nil {
+		return nil, errors.New("pre-image both in the header and after it")
+	}
+	r.fromWire(&w, raw)
+	return r, nil
 }
 
 // Pre returns the record's pre-image, parsing it on first use.
@@ -98,11 +149,11 @@ func GetRecord(ctx context.Context, s store.Store, key digest.Digest) (*Record, 
 	if err != nil {
 		return nil, err
 	}
-	r := &Record{}
-	if err := json.Unmarshal(b, r); err != nil {
+	r, err := DecodeRecord(b)
+	if err != nil {
 		return nil, fmt.Errorf("record %s: %v: %w", key.Short(), err, store.ErrCorrupt)
 	}
-	if r.Version != RecordVersion || r.Key != key {
+	if r.Version < 1 || r.Version > RecordVersion || r.Key != key || len(r.raw) == 0 {
 		return nil, fmt.Errorf("record %s: key does not match its pre-image: %w", key.Short(), store.ErrCorrupt)
 	}
 	if digest.Bytes(r.raw) != key {
@@ -119,7 +170,7 @@ func GetRecord(ctx context.Context, s store.Store, key digest.Digest) (*Record, 
 // PutRecord writes r under r.Key. Callers write every blob r names first.
 func PutRecord(ctx context.Context, s store.Store, r *Record) error {
 	r.Version = RecordVersion
-	b, err := json.Marshal(r)
+	b, err := r.encode()
 	if err != nil {
 		return fmt.Errorf("record %s: %w", r.Key.Short(), err)
 	}

@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"reflect"
@@ -50,6 +51,50 @@ func TestRecordRoundTrip(t *testing.T) {
 	c := New(s, nil, nil)
 	if got, err := c.Lookup(t.Context(), r.Key); err != nil || got.Stage != "train" {
 		t.Errorf("Lookup = %v, %v", got, err)
+	}
+}
+
+func TestRecordVersion1StillRead(t *testing.T) {
+	// Caches written before version 2 hold one JSON object per record.
+	s := newMemStore()
+	r := sampleRecord()
+	r.Version = 1
+	b, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = s.PutRecord(t.Context(), r.Key, b)
+	got, err := GetRecord(t.Context(), s, r.Key)
+	if err != nil {
+		t.Fatalf("version-1 record: %v", err)
+	}
+	if pre, err := got.Pre(); err != nil || pre.Key() != r.Key || got.Outputs["model"] != r.Outputs["model"] {
+		t.Errorf("version-1 record read as %+v", got)
+	}
+}
+
+func TestGetRecordCorruptLines(t *testing.T) {
+	s := newMemStore()
+	r := sampleRecord()
+	_ = PutRecord(t.Context(), s, r)
+	good, _ := s.GetRecord(t.Context(), r.Key)
+	head, pre, _ := bytes.Cut(good, []byte("\n"))
+	cases := map[string][]byte{
+		"pre-image line edited":  bytes.Replace(good, []byte(r.Preimage.Command), []byte("rm -rf /"), 1),
+		"pre-image line missing": append(append([]byte{}, head...), '\n'),
+		"header only":            head[:len(head)-1],
+		"header edited":          bytes.Replace(good, []byte(`"version":2`), []byte(`"version":9`), 1),
+		"lines swapped":          append(append(append([]byte{}, pre...), '\n'), head...),
+		"third line":             append(append([]byte{}, good...), "{}\n"...),
+	}
+	for name, b := range cases {
+		t.Run(name, func(t *testing.T) {
+			s := newMemStore()
+			_ = s.PutRecord(t.Context(), r.Key, b)
+			if got, err := GetRecord(t.Context(), s, r.Key); !errors.Is(err, store.ErrCorrupt) {
+				t.Errorf("GetRecord = %+v, %v; want ErrCorrupt", got, err)
+			}
+		})
 	}
 }
 

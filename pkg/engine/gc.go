@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -493,12 +492,15 @@ func gcReadOne(ctx context.Context, s store.Store, info store.Info, blobs map[di
 		// Another orch's record version is kept, with what it names;
 		// anything else that does not check out is unreadable.
 		b, gerr := s.GetRecord(ctx, info.Digest)
-		var other cache.Record
-		if gerr != nil || json.Unmarshal(b, &other) != nil || other.Version == cache.RecordVersion || other.Version == 0 {
+		var other *cache.Record
+		if gerr == nil {
+			other, gerr = cache.DecodeRecord(b)
+		}
+		if gerr != nil || other.Version <= cache.RecordVersion {
 			r.bad = "unreadable"
 			return r, nil
 		}
-		rec, r.foreign = &other, true
+		rec, r.foreign = other, true
 	case err != nil:
 		return nil, fmt.Errorf("read record %s: %w", info.Digest.Short(), err)
 	}

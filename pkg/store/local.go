@@ -170,11 +170,41 @@ func (l *Local) ListBlobs(ctx context.Context, fn func(digest.Digest, int64) err
 
 // GetRecord implements Store.
 func (l *Local) GetRecord(_ context.Context, key digest.Digest) ([]byte, error) {
-	b, err := os.ReadFile(l.recordPath(key))
+	b, err := readSmallFile(l.recordPath(key))
 	if err != nil {
 		return nil, notFound("record", key, err)
 	}
 	return b, nil
+}
+
+// readSmallFile is os.ReadFile for files of a few KiB read by the thousand
+// (records, on every plan): open, read to EOF, close — without the stat and
+// the poller registration os.File makes, half of os.ReadFile's system calls.
+func readSmallFile(path string) ([]byte, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	for err == unix.EINTR {
+		fd, err = unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	}
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer unix.Close(fd)
+	b := make([]byte, 0, 2048)
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := unix.Read(fd, b[len(b):cap(b)])
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return nil, &fs.PathError{Op: "read", Path: path, Err: err}
+		case n == 0:
+			return b, nil
+		}
+		b = b[:len(b)+n]
+	}
 }
 
 // PutRecord implements Store.
