@@ -153,6 +153,7 @@ func (l *loader) yamlError(err error) *ConfigError {
 		if !strings.HasPrefix(e.Msg, "invalid YAML") {
 			e.Msg = "invalid YAML: " + e.Msg
 		}
+		l.refineSyntaxError(e, yamlMessage(err))
 	}
 	return e
 }
