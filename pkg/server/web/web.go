@@ -64,6 +64,7 @@ func newServer(src Source, now func() time.Time) *server {
 		"dur":      fmtDuration,
 		"ago":      s.ago,
 		"abstime":  fmtTime,
+		"when":     func(t time.Time) string { return t.Format("Mon 2 Jan 15:04 MST") },
 		"iso":      func(t time.Time) string { return t.Format(time.RFC3339) },
 		"label":    statusLabel,
 		"runURL":   runURL,

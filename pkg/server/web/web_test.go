@@ -123,7 +123,7 @@ func TestPipelinesPage(t *testing.T) {
 		t.Errorf("schedule %q", got)
 	}
 	next := findAll(find(t, card, "ol", byClass("next")), "li", nil)
-	if len(next) != 3 || !strings.Contains(text(next[0]), "2026-11-23 02:00:00 UTC") {
+	if len(next) != 3 || !strings.Contains(text(next[0]), "Mon 23 Nov 02:00 UTC") {
 		t.Errorf("next runs: %d, first %q", len(next), text(next[0]))
 	}
 	// The last run is the failed one, with its badge and a link to it.
