@@ -28,7 +28,7 @@ func saveShot(t *testing.T, name string, png []byte) {
 // each node painted in its status colour, logs show markup as text, and
 // unknown runs get a 404 page.
 func TestBrowser(t *testing.T) {
-	b := browsertest.Start(t)
+	b := browsertest.Start(t, browsertest.Options{})
 	f := newFixture(t)
 	srv := httptest.NewServer(New(f.src))
 	defer srv.Close()
@@ -109,6 +109,22 @@ func TestBrowser(t *testing.T) {
 		t.Errorf("%d edge pixels", got)
 	}
 
+	// Dark mode: a dark page, the same status colours.
+	dark := browsertest.Start(t, browsertest.Options{Dark: true})
+	dark.Navigate(srv.URL + "/runs/" + f.failed.ID)
+	page, png, _ := dark.Screenshot()
+	saveShot(t, "run-dark.png", png)
+	if r, g, b, _ := page.At(page.Bounds().Max.X-8, page.Bounds().Max.Y-8).RGBA(); r>>8 > 40 || g>>8 > 40 || b>>8 > 40 {
+		t.Errorf("dark mode background is rgb(%d, %d, %d)", r>>8, g>>8, b>>8)
+	}
+	dsvg, _ := dark.Find("svg#dag")
+	dimg, _, _ := dsvg.Screenshot()
+	for _, st := range []string{history.Hit, history.Ran, history.Failed, history.Skipped} {
+		if got := browsertest.CountColor(dimg, dimg.Bounds(), browsertest.Hex(StatusColor(st)), 6); got < 300 {
+			t.Errorf("dark mode: %d pixels of %s (%s)", got, StatusColor(st), st)
+		}
+	}
+
 	// A node links to the stage's log, which shows markup as text.
 	node, _ := b.Find(`svg#dag a.node[data-stage="features"]`)
 	node.Click()
@@ -133,7 +149,7 @@ func TestBrowser(t *testing.T) {
 // TestBrowserLiveRefresh: a run page opened while the run is in progress
 // follows it to the end without anyone reloading it.
 func TestBrowserLiveRefresh(t *testing.T) {
-	b := browsertest.Start(t)
+	b := browsertest.Start(t, browsertest.Options{})
 	src := newEngineSource(t)
 	gate := filepath.Join(t.TempDir(), "gate")
 	file := src.write("slow.yaml", `name: slow

@@ -9,7 +9,7 @@
 //
 // Use:
 //
-//	b := browsertest.Start(t) // skips unless ORCH_TEST_CHROMEDRIVER is set
+//	b := browsertest.Start(t, browsertest.Options{}) // skips unless ORCH_TEST_CHROMEDRIVER is set
 //	b.Navigate(srv.URL + "/runs")
 //	el := b.Find("svg#dag")
 //	img := el.Screenshot()     // decoded PNG of just that element
@@ -54,11 +54,10 @@ type Options struct {
 	Driver string
 	// Chromium is the browser binary; "" lets chromedriver find it.
 	Chromium string
-	// Width and Height are the window size in CSS pixels (default
-	// 1280×900); the device scale factor is 1, so a screenshot pixel is a
-	// CSS pixel.
+	// Width and Height are the viewport in CSS pixels (default 1280×900);
+	// the device scale factor is 1, so a screenshot pixel is a CSS pixel.
 	Width, Height int
-	// Dark asks pages for prefers-color-scheme: dark.
+	// Dark makes pages see prefers-color-scheme: dark (light otherwise).
 	Dark bool
 	// Log, if set, receives chromedriver's output.
 	Log io.Writer
@@ -76,16 +75,21 @@ type Browser struct {
 	profile string
 }
 
-// Start starts a Browser for a test with the binaries named by the
-// environment (EnvDriver, EnvChromium), skipping the test when EnvDriver is
-// unset. Failures end the test; Quit runs at cleanup.
-func Start(t testing.TB) *Browser {
+// Start starts a Browser for a test, skipping the test when EnvDriver is
+// unset. opts.Driver and opts.Chromium default to the environment (EnvDriver,
+// EnvChromium). Failed commands end the test; Quit runs at cleanup.
+func Start(t testing.TB, opts Options) *Browser {
 	t.Helper()
-	drv := os.Getenv(EnvDriver)
-	if drv == "" {
+	if opts.Driver == "" {
+		opts.Driver = os.Getenv(EnvDriver)
+	}
+	if opts.Driver == "" {
 		t.Skipf("%s is not set (scripts/browser.sh installs chromium and chromedriver)", EnvDriver)
 	}
-	b, err := New(t.Context(), Options{Driver: drv, Chromium: os.Getenv(EnvChromium)})
+	if opts.Chromium == "" {
+		opts.Chromium = os.Getenv(EnvChromium)
+	}
+	b, err := New(t.Context(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,9 +137,6 @@ func New(ctx context.Context, opts Options) (*Browser, error) {
 		"--metrics-recording-only", "--hide-scrollbars", "--force-device-scale-factor=1",
 		fmt.Sprintf("--window-size=%d,%d", opts.Width, opts.Height), "--user-data-dir=" + profile,
 	}
-	if opts.Dark {
-		args = append(args, "--force-dark-mode", "--blink-settings=preferredColorScheme=0")
-	}
 	chrome := map[string]any{"args": args}
 	if opts.Chromium != "" {
 		chrome["binary"] = opts.Chromium
@@ -151,6 +152,23 @@ func New(ctx context.Context, opts Options) (*Browser, error) {
 		return nil, fmt.Errorf("browsertest: new session: %w", err)
 	}
 	b.base = root + "/session/" + sess.SessionID
+	// The window size flag counts the (invisible) browser frame: set the
+	// viewport itself, and the colour scheme, through DevTools.
+	scheme := "light"
+	if opts.Dark {
+		scheme = "dark"
+	}
+	for _, c := range []map[string]any{
+		{"cmd": "Emulation.setDeviceMetricsOverride", "params": map[string]any{
+			"width": opts.Width, "height": opts.Height, "deviceScaleFactor": 1, "mobile": false}},
+		{"cmd": "Emulation.setEmulatedMedia", "params": map[string]any{
+			"features": []map[string]string{{"name": "prefers-color-scheme", "value": scheme}}}},
+	} {
+		if err := b.do(http.MethodPost, b.base+"/goog/cdp/execute", c, nil); err != nil {
+			_ = b.Quit()
+			return nil, fmt.Errorf("browsertest: %s: %w", c["cmd"], err)
+		}
+	}
 	return b, nil
 }
 
