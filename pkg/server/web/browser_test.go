@@ -151,36 +151,14 @@ func TestBrowser(t *testing.T) {
 func TestBrowserLiveRefresh(t *testing.T) {
 	b := browsertest.Start(t, browsertest.Options{})
 	src := newEngineSource(t)
-	gate := filepath.Join(t.TempDir(), "gate")
-	file := src.write("slow.yaml", `name: slow
-stages:
-  wait:
-    outputs: {o: o.txt}
-    run: while [ ! -e `+gate+` ]; do sleep 0.02; done; echo done > {{outputs.o}}
-  after:
-    inputs: {i: wait.o}
-    outputs: {o: o.txt}
-    run: cp {{inputs.i}} {{outputs.o}}
-`)
-	done := make(chan *history.Run, 1)
-	go func() { done <- src.run(t.Context(), file, nil) }()
-	var id string
-	for id == "" {
-		if runs, _ := src.Runs("slow", history.RunRunning, 1); len(runs) == 1 {
-			id = runs[0].ID
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	id, finish := gatedRun(t, src)
 	srv := httptest.NewServer(New(src))
 	defer srv.Close()
 	b.Navigate(srv.URL + "/runs/" + id)
 	if live, _ := b.FindAll(".live"); len(live) != 1 {
 		t.Error("no live indicator on a running run")
 	}
-	if err := os.WriteFile(gate, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	r := <-done
+	r := finish()
 	// The page reloads itself (every 2 s) until it shows the end.
 	deadline := time.Now().Add(60 * time.Second)
 	for {

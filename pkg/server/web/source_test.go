@@ -263,3 +263,53 @@ func statusesOf(r *history.Run) map[string]string {
 	}
 	return m
 }
+
+// gatedRun starts a real run of pipeline "slow" (first → wait → after)
+// whose stage wait blocks until finish is called, and returns once the
+// engine reports wait running: first has run, after is pending. finish opens
+// the gate and returns the finished run.
+func gatedRun(t *testing.T, src *engineSource) (id string, finish func() *history.Run) {
+	t.Helper()
+	gate := filepath.Join(t.TempDir(), "gate")
+	file := src.write("slow.yaml", `name: slow
+stages:
+  first:
+    outputs: {o: o.txt}
+    run: echo first > {{outputs.o}}
+  wait:
+    inputs: {i: first.o}
+    outputs: {o: o.txt}
+    run: while [ ! -e `+gate+` ]; do sleep 0.02; done; cp {{inputs.i}} {{outputs.o}}
+  after:
+    inputs: {i: wait.o}
+    outputs: {o: o.txt}
+    run: cp {{inputs.i}} {{outputs.o}}
+`)
+	done := make(chan *history.Run, 1)
+	go func() { done <- src.run(t.Context(), file, nil) }()
+	for {
+		runs, err := src.Runs("slow", "", 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(runs) == 1 && statusesOf(runs[0])["wait"] == history.Running {
+			id = runs[0].ID
+			break
+		}
+		select {
+		case r := <-done:
+			t.Fatalf("run ended before the gate opened: %s", r.Status)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	return id, func() *history.Run {
+		if err := os.WriteFile(gate, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		r := <-done
+		if r.Status != history.RunSucceeded {
+			t.Fatalf("run %s: %s", r.Status, r.Error)
+		}
+		return r
+	}
+}

@@ -5,14 +5,11 @@ import (
 	"maps"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"golang.org/x/net/html"
 
@@ -409,42 +406,8 @@ func TestLogTail(t *testing.T) {
 // live and refreshes itself; once it ends it stops.
 func TestLiveRun(t *testing.T) {
 	src := newEngineSource(t)
-	gate := filepath.Join(t.TempDir(), "gate")
-	file := src.write("slow.yaml", `name: slow
-stages:
-  first:
-    outputs: {o: o.txt}
-    run: echo first > {{outputs.o}}
-  wait:
-    inputs: {i: first.o}
-    outputs: {o: o.txt}
-    run: while [ ! -e `+gate+` ]; do sleep 0.02; done; cp {{inputs.i}} {{outputs.o}}
-  after:
-    inputs: {i: wait.o}
-    outputs: {o: o.txt}
-    run: cp {{inputs.i}} {{outputs.o}}
-`)
-	done := make(chan *history.Run)
-	go func() { done <- src.run(t.Context(), file, nil) }()
+	id, finish := gatedRun(t, src)
 	h := New(src)
-
-	// Wait until the engine reports the gated stage running.
-	var id string
-	for {
-		runs, err := src.Runs("slow", "", 1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(runs) == 1 && statusesOf(runs[0])["wait"] == history.Running {
-			id = runs[0].ID
-			break
-		}
-		select {
-		case r := <-done:
-			t.Fatalf("run ended before the gate opened: %s", r.Status)
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
 	path := "/runs/" + id
 	_, _, doc := get(t, h, path)
 	if !refreshes(doc) {
@@ -469,12 +432,7 @@ stages:
 		t.Error("pending stage's log page")
 	}
 
-	if err := os.WriteFile(gate, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if r := <-done; r.Status != history.RunSucceeded {
-		t.Fatalf("run %s: %s", r.Status, r.Error)
-	}
+	finish()
 	_, _, doc = get(t, h, path)
 	if refreshes(doc) {
 		t.Error("finished run still refreshes")
