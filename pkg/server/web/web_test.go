@@ -305,6 +305,17 @@ func TestRunPage(t *testing.T) {
 	if got := text(find(t, doc, "p", byClass("sub"))); got != "6 hit" {
 		t.Errorf("counts %q", got)
 	}
+
+	// A run of a pipeline no longer loaded: its stages, unconnected, and a
+	// note saying why.
+	f.src.files = []string{f.badFile}
+	_, _, doc = get(t, h, path)
+	if n, e := len(findAll(doc, "a", byClass("node"))), len(findAll(doc, "path", byClass("edge"))); n != 6 || e != 0 {
+		t.Errorf("unloaded pipeline: %d nodes, %d edges", n, e)
+	}
+	if note := text(find(t, doc, "p", byClass("note"))); !strings.Contains(note, "nightly is not loaded") {
+		t.Errorf("note %q", note)
+	}
 }
 
 func TestLogPages(t *testing.T) {
