@@ -151,7 +151,7 @@ func TestBrowser(t *testing.T) {
 func TestBrowserLiveRefresh(t *testing.T) {
 	b := browsertest.Start(t, browsertest.Options{})
 	src := newEngineSource(t)
-	id, finish := gatedRun(t, src)
+	id, finish := gatedRun(t.Context(), t, src)
 	srv := httptest.NewServer(New(src))
 	defer srv.Close()
 	b.Navigate(srv.URL + "/runs/" + id)

@@ -43,7 +43,7 @@ const refreshSeconds = 2
 //	/runs/{id}                           one run: its DAG and its stages
 //	/runs/{id}/stages/{stage}/log        a stage's log (the last 256 KiB), escaped
 //	/runs/{id}/stages/{stage}/log.txt    the whole log as text/plain
-//	/static/...                          the stylesheet
+//	/static/...                          the stylesheet and icon
 //
 // Anything else is a 404 page. Mount it at "/" and give the JSON API and
 // /metrics more specific patterns on the same http.ServeMux.
@@ -81,6 +81,9 @@ func newServer(src Source, now func() time.Time) *server {
 	}
 	static, _ := fs.Sub(files, "static")
 	s.mux.Handle("GET /static/", http.StripPrefix("/static/", cacheFor(time.Hour, http.FileServerFS(static))))
+	s.mux.HandleFunc("GET /favicon.ico", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/static/favicon.svg", http.StatusMovedPermanently)
+	})
 	s.mux.HandleFunc("GET /{$}", s.pipelinesPage)
 	s.mux.HandleFunc("GET /runs", s.runsPage)
 	s.mux.HandleFunc("GET /runs/{id}", s.runPage)
@@ -189,6 +192,30 @@ type runsData struct {
 	Newer, Older     string // URLs of the neighbouring pages, "" if none
 }
 
+// url is the address of a page of the history with d's filters but status.
+func (d *runsData) url(status string, page int) string {
+	v := url.Values{}
+	if d.Pipeline != "" {
+		v.Set("pipeline", d.Pipeline)
+	}
+	if status != "" {
+		v.Set("status", status)
+	}
+	if d.PerPage != defaultPerPage {
+		v.Set("limit", strconv.Itoa(d.PerPage))
+	}
+	if page > 1 {
+		v.Set("page", strconv.Itoa(page))
+	}
+	if len(v) == 0 {
+		return "/runs"
+	}
+	return "/runs?" + v.Encode()
+}
+
+// StatusURL is the first page of the history filtered to status ("": any).
+func (d *runsData) StatusURL(status string) string { return d.url(status, 1) }
+
 func (s *server) runsPage(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	d := runsData{Pipeline: q.Get("pipeline"), Status: q.Get("status"), PerPage: defaultPerPage, Page: 1,
@@ -215,30 +242,11 @@ func (s *server) runsPage(w http.ResponseWriter, r *http.Request) {
 	from := min((d.Page-1)*d.PerPage, len(runs))
 	to := min(from+d.PerPage, len(runs))
 	d.Runs = runs[from:to]
-	link := func(page int) string {
-		v := url.Values{}
-		if d.Pipeline != "" {
-			v.Set("pipeline", d.Pipeline)
-		}
-		if d.Status != "" {
-			v.Set("status", d.Status)
-		}
-		if d.PerPage != defaultPerPage {
-			v.Set("limit", strconv.Itoa(d.PerPage))
-		}
-		if page > 1 {
-			v.Set("page", strconv.Itoa(page))
-		}
-		if len(v) == 0 {
-			return "/runs"
-		}
-		return "/runs?" + v.Encode()
-	}
 	if d.Page > 1 {
-		d.Newer = link(d.Page - 1)
+		d.Newer = d.url(d.Status, d.Page-1)
 	}
 	if len(runs) > to && d.Page < maxPage {
-		d.Older = link(d.Page + 1)
+		d.Older = d.url(d.Status, d.Page+1)
 	}
 	for _, p := range s.src.Pipelines() {
 		d.Pipelines = append(d.Pipelines, p.Name)
@@ -256,7 +264,7 @@ func (s *server) runsPage(w http.ResponseWriter, r *http.Request) {
 	if d.Pipeline != "" {
 		title = "Runs of " + d.Pipeline
 	}
-	s.render(w, r, http.StatusOK, "runs", page{Title: title, Nav: "runs", Refresh: refresh, Data: d})
+	s.render(w, r, http.StatusOK, "runs", page{Title: title, Nav: "runs", Refresh: refresh, Data: &d})
 }
 
 func intParam(q url.Values, name string, def, lo, hi int) (int, error) {

@@ -1,6 +1,7 @@
 package web
 
 import (
+	"context"
 	"io"
 	"maps"
 	"net/http"
@@ -22,11 +23,12 @@ func get(t *testing.T, h http.Handler, path string) (code int, body string, doc 
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
 	body = rec.Body.String()
-	if ct := rec.Header().Get("Content-Type"); strings.HasPrefix(ct, "text/html") {
-		var err error
-		if doc, err = html.Parse(strings.NewReader(body)); err != nil {
-			t.Fatalf("GET %s: %v", path, err)
-		}
+	if ct := rec.Header().Get("Content-Type"); !strings.HasPrefix(ct, "text/html") {
+		t.Fatalf("GET %s: %d %s, not a page: %q", path, rec.Code, ct, body)
+	}
+	doc, err := html.Parse(strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
 	}
 	return rec.Code, body, doc
 }
@@ -197,6 +199,11 @@ func TestRunsPage(t *testing.T) {
 	if _, o := links(doc); o != "" {
 		t.Errorf("last page links to an older page %q", o)
 	}
+	// The status chips keep the other filters and go back to page 1.
+	chips := find(t, doc, "nav", byClass("chips"))
+	if href := attr(find(t, chips, "a", byClass("st-failed")), "href"); href != "/runs?limit=1&pipeline=nightly&status=failed" {
+		t.Errorf("failed chip links to %q", href)
+	}
 	// The filter form keeps the chosen values.
 	sel := find(t, doc, "select", byAttr("name", "pipeline"))
 	if opt := find(t, sel, "option", func(n *html.Node) bool { return attr(n, "value") == "nightly" }); !slices.ContainsFunc(opt.Attr, func(a html.Attribute) bool { return a.Key == "selected" }) {
@@ -361,11 +368,8 @@ func TestLogPages(t *testing.T) {
 		"/nowhere":               "There is no page at /nowhere.",
 		"/runs/" + id + "/extra": "There is no page at",
 	} {
-		code, body, doc := get(t, h, path)
+		code, _, doc := get(t, h, path)
 		wantCode(t, path, code, 404)
-		if doc == nil {
-			t.Fatalf("GET %s: not HTML: %q", path, body)
-		}
 		if !strings.Contains(text(doc), msg) {
 			t.Errorf("GET %s: page lacks %q:\n%s", path, msg, text(find(t, doc, "main", nil)))
 		}
@@ -417,7 +421,7 @@ func TestLogTail(t *testing.T) {
 // live and refreshes itself; once it ends it stops.
 func TestLiveRun(t *testing.T) {
 	src := newEngineSource(t)
-	id, finish := gatedRun(t, src)
+	id, finish := gatedRun(t.Context(), t, src)
 	h := New(src)
 	path := "/runs/" + id
 	_, _, doc := get(t, h, path)
@@ -443,9 +447,42 @@ func TestLiveRun(t *testing.T) {
 		t.Error("pending stage's log page")
 	}
 
-	finish()
+	if r := finish(); r.Status != history.RunSucceeded {
+		t.Fatalf("run %s: %s", r.Status, r.Error)
+	}
 	_, _, doc = get(t, h, path)
 	if refreshes(doc) {
 		t.Error("finished run still refreshes")
+	}
+}
+
+// TestCancelledRun: a run cancelled while a stage runs shows that stage
+// cancelled and the rest skipped.
+func TestCancelledRun(t *testing.T) {
+	src := newEngineSource(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	id, finish := gatedRun(ctx, t, src)
+	cancel()
+	if r := finish(); r.Status != history.RunCancelled {
+		t.Fatalf("run %s, want cancelled", r.Status)
+	}
+	code, _, doc := get(t, New(src), "/runs/"+id)
+	wantCode(t, "/runs/"+id, code, 200)
+	got := map[string]string{}
+	for _, n := range findAll(doc, "a", byClass("node")) {
+		got[attr(n, "data-stage")] = attr(n, "data-status")
+	}
+	if want := map[string]string{"first": history.Ran, "wait": history.Cancelled, "after": history.Skipped}; !maps.Equal(got, want) {
+		t.Errorf("statuses %v, want %v", got, want)
+	}
+	if b := find(t, find(t, doc, "h1", nil), "span", byClass("badge")); text(b) != "CANCELLED" || !hasClass(b, "st-cancelled") {
+		t.Errorf("run badge %q %q", text(b), attr(b, "class"))
+	}
+	if refreshes(doc) {
+		t.Error("cancelled run refreshes")
+	}
+	_, _, doc = get(t, New(src), "/runs?status=cancelled")
+	if rows := findAll(doc, "tr", byAttr("data-run", id)); len(rows) != 1 {
+		t.Errorf("status filter cancelled: %d rows", len(rows))
 	}
 }
