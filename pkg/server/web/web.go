@@ -168,13 +168,33 @@ func (s *server) sourceError(w http.ResponseWriter, r *http.Request, heading str
 
 // --- pipelines -------------------------------------------------------------
 
+// pipelineView is a pipeline with the outcome of each of its stages in its
+// last run.
+type pipelineView struct {
+	Pipeline
+	Chips []stageChip
+}
+
+type stageChip struct{ Name, Status string }
+
 func (s *server) pipelinesPage(w http.ResponseWriter, r *http.Request) {
-	ps := s.src.Pipelines()
+	var ps []pipelineView
 	refresh := 0
-	for _, p := range ps {
-		if p.LastRun != nil && p.LastRun.Status == history.RunRunning {
-			refresh = 5
+	for _, p := range s.src.Pipelines() {
+		v := pipelineView{Pipeline: p}
+		last := map[string]string{}
+		if p.LastRun != nil {
+			if p.LastRun.Status == history.RunRunning {
+				refresh = 5
+			}
+			for _, st := range p.LastRun.Stages {
+				last[st.Name] = stageStatus(st.Status)
+			}
 		}
+		for _, st := range p.Stages {
+			v.Chips = append(v.Chips, stageChip{st.Name, last[st.Name]})
+		}
+		ps = append(ps, v)
 	}
 	s.render(w, r, http.StatusOK, "pipelines", page{Title: "Pipelines", Nav: "pipelines", Refresh: refresh, Data: ps})
 }

@@ -133,6 +133,14 @@ func TestPipelinesPage(t *testing.T) {
 	if got := text(find(t, card, "span", byClass("counts"))); got != "2 hit1 ran1 failed2 skipped" {
 		t.Errorf("last run counts %q", got)
 	}
+	// Its stages in order, each with its outcome in the last run.
+	var chips []string
+	for _, li := range findAll(find(t, card, "ul", byClass("chips-sm")), "li", nil) {
+		chips = append(chips, text(li)+"="+attr(li, "class"))
+	}
+	if want := []string{"extract (hit)=st-hit", "clean (hit)=st-hit", "features (failed)=st-failed", "stats (ran)=st-ran", "train (skipped)=st-skipped", "report (skipped)=st-skipped"}; !slices.Equal(chips, want) {
+		t.Errorf("stage chips %v, want %v", chips, want)
+	}
 	// The file that stopped parsing shows its load error.
 	bad := find(t, doc, "section", byAttr("data-pipeline", "broken"))
 	if !hasClass(bad, "has-error") {
