@@ -2,6 +2,8 @@ package web
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"embed"
 	"errors"
 	"fmt"
@@ -47,6 +49,14 @@ const refreshSeconds = 2
 //
 // Anything else is a 404 page. Mount it at "/" and give the JSON API and
 // /metrics more specific patterns on the same http.ServeMux.
+//
+// Pages of a run in progress reload themselves (a meta refresh; no script).
+// Hooks for tests, kept stable: section[data-pipeline=NAME] (a pipeline
+// card), tr[data-run=ID][data-status=S] (a history row), svg#dag with
+// a.node[data-stage=NAME][data-status=S] and path.edge[data-from][data-to]
+// (the DAG; a node's status bar and pill are filled with StatusColor(S)),
+// tr#stage-NAME (the stage table), pre#log (a log), .live (shown while the
+// page refreshes itself).
 func New(src Source) http.Handler {
 	return newServer(src, time.Now)
 }
@@ -74,13 +84,14 @@ func newServer(src Source, now func() time.Time) *server {
 		"counts":   stageCounts,
 		"statuses": func() []string { return runStatuses },
 		"colors":   paletteCSS,
+		"asset":    assetURL,
 	}
 	base := template.Must(template.New("base.html").Funcs(funcs).ParseFS(files, "templates/base.html"))
 	for _, p := range []string{"pipelines", "runs", "run", "log", "error"} {
 		s.pages[p] = template.Must(template.Must(base.Clone()).ParseFS(files, "templates/"+p+".html"))
 	}
 	static, _ := fs.Sub(files, "static")
-	s.mux.Handle("GET /static/", http.StripPrefix("/static/", cacheFor(time.Hour, http.FileServerFS(static))))
+	s.mux.Handle("GET /static/", http.StripPrefix("/static/", cacheFor(24*time.Hour, http.FileServerFS(static))))
 	s.mux.HandleFunc("GET /favicon.ico", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/static/favicon.svg", http.StatusMovedPermanently)
 	})
@@ -105,6 +116,17 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Security-Policy", "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; script-src 'none'; frame-ancestors 'none'")
 	w.Header().Set("Referrer-Policy", "same-origin")
 	s.mux.ServeHTTP(w, r)
+}
+
+// assetURL is the address of a static file with its content's digest as a
+// query, so a browser may cache it long and still sees a new version.
+func assetURL(name string) (string, error) {
+	b, err := files.ReadFile("static/" + name)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(b)
+	return "/static/" + name + "?v=" + hex.EncodeToString(sum[:6]), nil
 }
 
 func cacheFor(d time.Duration, h http.Handler) http.Handler {

@@ -450,6 +450,10 @@ func TestLiveRun(t *testing.T) {
 	if !refreshes(doc) {
 		t.Error("run list with a running run does not refresh")
 	}
+	_, _, doc = get(t, h, "/")
+	if !refreshes(doc) {
+		t.Error("pipelines page with a running run does not refresh")
+	}
 	_, _, doc = get(t, h, path+"/stages/after/log")
 	if !refreshes(doc) || !strings.Contains(text(doc), "has not started yet") {
 		t.Error("pending stage's log page")
