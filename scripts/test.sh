@@ -33,6 +33,10 @@ trap 'scripts/s3server.sh stop "$s3dir"; rm -rf "$s3dir"' EXIT
 s3env=$(scripts/s3server.sh start "$s3dir")   # builds versitygw once (~2.5 min) into $(go env GOPATH)/bin
 eval "$s3env"
 
+step "headless browser (chromium + chromedriver)"
+browserenv=$(scripts/browser.sh)   # apt-get install once; sets ORCH_TEST_CHROMEDRIVER
+eval "$browserenv"
+
 step "go test -race"
 go test -race -count=1 -timeout 20m ./...
 
