@@ -135,7 +135,7 @@ func (db *DB) with(write bool, fn func(tx *bolt.Tx) error) error {
 	defer b.Close()
 	if write {
 		return b.Update(func(tx *bolt.Tx) error {
-			for _, name := range [][]byte{bucketRuns, bucketHeads, bucketActive} {
+			for _, name := range [][]byte{bucketRuns, bucketHeads, bucketActive, bucketTicks} {
 				if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 					return err
 				}
@@ -238,6 +238,11 @@ func (db *DB) Heads(pipeline string) (map[string][]Head, error) {
 // Runs returns the most recent runs first, at most limit (0: all), of one
 // pipeline ("" for all).
 func (db *DB) Runs(pipeline string, limit int) ([]*Run, error) {
+	return db.ListRuns(pipeline, "", limit)
+}
+
+// ListRuns is Runs filtered by status too ("" for any).
+func (db *DB) ListRuns(pipeline, status string, limit int) ([]*Run, error) {
 	var out []*Run
 	err := db.with(false, func(tx *bolt.Tx) error {
 		if tx == nil || tx.Bucket(bucketRuns) == nil {
@@ -249,7 +254,7 @@ func (db *DB) Runs(pipeline string, limit int) ([]*Run, error) {
 			if err := json.Unmarshal(v, &r); err != nil {
 				continue
 			}
-			if pipeline != "" && r.Pipeline != pipeline {
+			if (pipeline != "" && r.Pipeline != pipeline) || (status != "" && r.Status != status) {
 				continue
 			}
 			out = append(out, &r)
