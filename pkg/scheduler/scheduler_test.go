@@ -25,9 +25,9 @@ var base = time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
 // time (or until cancelled) and is finished. hang makes runs never finish,
 // as when the process dies between "run started" and "run finished".
 type runner struct {
-	db   *history.DB
-	now  func() time.Time
-	dur  time.Duration
+	db  *history.DB
+	now func() time.Time
+	dur time.Duration
 	// hang: runs never finish (until release is closed, at the end of
 	// the test, so the bubble's goroutines can exit).
 	hang    bool
