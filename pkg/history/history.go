@@ -57,6 +57,8 @@ type Run struct {
 	Ended    time.Time         `json:"ended,omitzero"`
 	Params   map[string]string `json:"params,omitempty"`
 	Trigger  string            `json:"trigger,omitempty"`
+	// Tick is the schedule tick the run is for (serve), zero otherwise.
+	Tick time.Time `json:"tick,omitzero"`
 	// Host and PID identify the orch process running it, so a run left
 	// "running" by a process that died can be recognised.
 	Host   string     `json:"host,omitempty"`
