@@ -102,7 +102,7 @@ func New(opts Options) (*Server, error) {
 		opts.Now = time.Now
 	}
 	if opts.Log == nil {
-		opts.Log = slog.New(slog.DiscardHandler)
+		opts.Log = discard()
 	}
 	if len(opts.Args) == 0 {
 		opts.Args = []string{"pipelines"}
@@ -335,3 +335,5 @@ func writeFileAtomic(path string, data []byte) error {
 	}
 	return os.Rename(tmp, path)
 }
+
+func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
