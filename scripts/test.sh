@@ -33,6 +33,9 @@ trap 'scripts/s3server.sh stop "$s3dir"; rm -rf "$s3dir"' EXIT
 s3env=$(scripts/s3server.sh start "$s3dir")   # builds versitygw once (~2.5 min) into $(go env GOPATH)/bin
 eval "$s3env"
 
+step "promtool (orch serve's /metrics lint)"
+scripts/promtool.sh
+
 step "go test -race"
 go test -race -count=1 -timeout 20m ./...
 
