@@ -37,16 +37,11 @@ import (
 //
 // Conditions: [exec:promtool] as testscript defines it.
 func TestServe(t *testing.T) {
+	cmds := scriptCmds()
+	cmds["api"], cmds["waitapi"], cmds["ticks"] = cmdAPI, cmdWaitAPI, cmdTicks
 	testscript.Run(t, testscript.Params{
-		Dir: filepath.Join("testdata", "serve"),
-		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-			"code":     cmdCode,
-			"waitfile": cmdWaitfile,
-			"waitgrep": cmdWaitgrep,
-			"api":      cmdAPI,
-			"waitapi":  cmdWaitAPI,
-			"ticks":    cmdTicks,
-		},
+		Dir:   filepath.Join("testdata", "serve"),
+		Cmds:  cmds,
 		Setup: raceEnv,
 		Condition: func(cond string) (bool, error) {
 			if tool, ok := strings.CutPrefix(cond, "exec:"); ok {

@@ -137,6 +137,18 @@ func (b *bubble) stop() {
 	<-b.done
 }
 
+// runFor runs a scheduler with runner r on a fresh history for d of fake
+// time, then stops it.
+func runFor(t *testing.T, spec string, r *runner, d time.Duration) (*bubble, *history.DB) {
+	t.Helper()
+	db := newDB(t)
+	b := start(t, db, schedule(t, spec), r, clock())
+	time.Sleep(d)
+	synctest.Wait()
+	b.stop()
+	return b, db
+}
+
 func newDB(t *testing.T) *history.DB {
 	return history.Open(filepath.Join(t.TempDir(), "history.db"))
 }
@@ -149,12 +161,7 @@ func clock() func() time.Time {
 
 func TestEverySecond(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		db := newDB(t)
-		sc := schedule(t, `{cron: "* * * * * *", params: {day: "{{tick.date}} {{tick.time}}"}}`)
-		b := start(t, db, sc, &runner{dur: 100 * time.Millisecond}, clock())
-		time.Sleep(5*time.Second + 500*time.Millisecond)
-		synctest.Wait()
-		b.stop()
+		b, db := runFor(t, `{cron: "* * * * * *", params: {day: "{{tick.date}} {{tick.time}}"}}`, &runner{dur: 100 * time.Millisecond}, 5500*time.Millisecond)
 		if got := b.r.ticks(); got != "1s 2s 3s 4s 5s" {
 			t.Errorf("ticks %q", got)
 		}
@@ -182,12 +189,7 @@ func TestOverlap(t *testing.T) {
 	} {
 		t.Run(tc.policy, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				db := newDB(t)
-				sc := schedule(t, `{cron: "* * * * * *", overlap: `+tc.policy+`}`)
-				b := start(t, db, sc, &runner{dur: 2500 * time.Millisecond}, clock())
-				time.Sleep(7*time.Second + 500*time.Millisecond)
-				synctest.Wait()
-				b.stop()
+				b, db := runFor(t, `{cron: "* * * * * *", overlap: `+tc.policy+`}`, &runner{dur: 2500 * time.Millisecond}, 7500*time.Millisecond)
 				// Let the last run end (the scheduler is gone; its context is not).
 				time.Sleep(3 * time.Second)
 				synctest.Wait()
@@ -212,12 +214,7 @@ func TestOverlap(t *testing.T) {
 
 func TestMaxActiveRuns(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		db := newDB(t)
-		sc := schedule(t, `{cron: "* * * * * *", overlap: skip, max_active_runs: 2}`)
-		b := start(t, db, sc, &runner{dur: 2500 * time.Millisecond}, clock())
-		time.Sleep(6*time.Second + 500*time.Millisecond)
-		synctest.Wait()
-		b.stop()
+		b, _ := runFor(t, `{cron: "* * * * * *", overlap: skip, max_active_runs: 2}`, &runner{dur: 2500 * time.Millisecond}, 6500*time.Millisecond)
 		// 1s and 2s run; 3s is skipped (two active); 4s starts when 1s ended
 		// at 3.5s; 5s when 2s ended at 4.5s; 6s skipped.
 		if got := b.r.ticks(); got != "1s 2s 4s 5s" {
