@@ -209,7 +209,9 @@ func (s *Server) cancel(w http.ResponseWriter, r *http.Request) {
 		writeError(w, lookupStatus(err), err)
 		return
 	}
-	if !s.sched.Cancel(r.Context(), run.ID) {
+	// A run the history has finished is not cancelled, even if its
+	// goroutine has not yet reported back to the scheduler.
+	if run.Status != history.RunRunning || !s.sched.Cancel(r.Context(), run.ID) {
 		writeError(w, http.StatusConflict, fmt.Errorf("run %s is not in progress in this orch serve (status %s)", run.ID, run.Status))
 		return
 	}

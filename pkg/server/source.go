@@ -80,9 +80,6 @@ func (src source) Runs(pipeline, status string, limit int) ([]*history.Run, erro
 
 // Run implements web.Source.
 func (src source) Run(id string) (*history.Run, error) {
-	if r, ok := src.s.live.Get(id); ok {
-		return r, nil
-	}
 	r, err := src.s.db.Run(id)
 	if err != nil {
 		return nil, err
