@@ -347,6 +347,7 @@ func (s *Scheduler) resume(j *job, now time.Time) {
 		return
 	}
 	j.cursor = last.Time
+	s.tickSeen(j.Pipeline, last.Time) // the durable last tick, for /metrics after a restart
 	var missed []time.Time
 	for t := sc.Next(last.Time); !t.IsZero() && !t.After(now); t = sc.Next(t) {
 		missed = append(missed, t)
