@@ -191,6 +191,9 @@ func (s *Server) trigger(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, scheduler.ErrUnknownPipeline):
 		writeError(w, http.StatusNotFound, err)
 		return
+	case errors.Is(err, scheduler.ErrStopped):
+		writeError(w, http.StatusServiceUnavailable, errors.New("orch serve is shutting down; no new runs"))
+		return
 	case errors.Is(err, ErrBadRequest):
 		writeError(w, http.StatusBadRequest, errors.New(strings.TrimPrefix(err.Error(), ErrBadRequest.Error()+": ")))
 		return
