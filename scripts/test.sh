@@ -37,6 +37,9 @@ step "headless browser (chromium + chromedriver)"
 browserenv=$(scripts/browser.sh)   # apt-get install once; sets ORCH_TEST_CHROMEDRIVER
 eval "$browserenv"
 
+step "promtool (orch serve's /metrics lint)"
+scripts/promtool.sh
+
 step "go test -race"
 go test -race -count=1 -timeout 20m ./...
 

@@ -2,13 +2,17 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/compose-spec/compose-go/v2/cli"
+	"github.com/compose-spec/compose-go/v2/types"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/orch-dev/orch/pkg/pipeline"
@@ -30,6 +34,7 @@ type composeFile struct {
 		Environment map[string]string `yaml:"environment"`
 		Ports       []string          `yaml:"ports"`
 		Volumes     []string          `yaml:"volumes"`
+		StopGrace   string            `yaml:"stop_grace_period"`
 		DependsOn   map[string]struct {
 			Condition string `yaml:"condition"`
 		} `yaml:"depends_on"`
@@ -93,17 +98,82 @@ func TestDockerCompose(t *testing.T) {
 		}
 	}
 
-	// orch runs a pipeline of this repository (a real command, valid
-	// pipeline), from the image's working directory.
-	if len(orch.Command) != 2 || orch.Command[0] != "run" {
-		t.Fatalf("orch command %q; want run PIPELINE", orch.Command)
+	// orch serves the pipelines of this repository (real command, valid
+	// pipelines), from the image's working directory, beyond loopback with
+	// a token, and the state volume keeps its history across restarts.
+	if len(orch.Command) < 2 || orch.Command[0] != "serve" {
+		t.Fatalf("orch command %q; want serve ... DIR", orch.Command)
 	}
+	dir := orch.Command[len(orch.Command)-1]
 	abs, _ := filepath.Abs(root)
-	if _, err := pipeline.Load(filepath.Join(root, orch.Command[1]), pipeline.Options{Root: abs, Kinds: (&globals{}).registry()}); err != nil {
-		t.Errorf("orch command runs %s: %v", orch.Command[1], err)
+	files, _ := filepath.Glob(filepath.Join(root, dir, "*.yaml"))
+	loaded := 0
+	for _, f := range files {
+		if p, err := pipeline.Load(f, pipeline.Options{Root: abs, Kinds: (&globals{}).registry()}); err == nil && p.Schedule != nil {
+			loaded++
+		}
 	}
-	if c, _, _ := newRoot().Find(orch.Command[:1]); c == nil || c.Name() != "run" {
-		t.Errorf("orch has no %q command", orch.Command[0])
+	if loaded == 0 {
+		t.Errorf("no pipeline in %s loads with a schedule: serve would run nothing", dir)
+	}
+	cmd, rest, _ := newRoot().Find(orch.Command)
+	if cmd == nil || cmd.Name() != "serve" {
+		t.Fatalf("orch has no %q command", orch.Command[0])
+	}
+	if err := cmd.ParseFlags(rest); err != nil {
+		t.Errorf("orch serve flags %q: %v", rest, err)
+	}
+	if a := cmd.Flags().Lookup("addr").Value.String(); !strings.HasSuffix(a, ":8080") || !slices.Contains(orch.Ports, "127.0.0.1:8080:8080") {
+		t.Errorf("serve --addr %s, ports %v: want :8080 published on the host's loopback", a, orch.Ports)
+	}
+	if !strings.Contains(orch.Environment["ORCH_TOKEN"], "${ORCH_TOKEN:?") {
+		t.Errorf("ORCH_TOKEN %q: want it required from the environment", orch.Environment["ORCH_TOKEN"])
+	}
+	// docker stop sends SIGTERM, then SIGKILL after stop_grace_period:
+	// serve's --grace must fit in it.
+	stop, _ := time.ParseDuration(orch.StopGrace)
+	if g, _ := time.ParseDuration(cmd.Flags().Lookup("grace").Value.String()); stop <= g {
+		t.Errorf("stop_grace_period %q is not longer than serve's --grace %s", orch.StopGrace, g)
+	}
+	if !slices.Contains(orch.Volumes, "orch-state:/work/.orch") {
+		t.Errorf("orch volumes %v: the state directory is not a volume", orch.Volumes)
+	}
+}
+
+// TestDockerComposeSpec loads docker-compose.yml with compose-go, as
+// `docker compose` does: schema validation, interpolation, dependencies.
+func TestDockerComposeSpec(t *testing.T) {
+	root, _ := filepath.Abs(filepath.Join("..", ".."))
+	load := func(env []string) (*types.Project, error) {
+		opts, err := cli.NewProjectOptions([]string{filepath.Join(root, "docker-compose.yml")},
+			cli.WithWorkingDirectory(root), cli.WithName("orch"), cli.WithEnv(env))
+		if err != nil {
+			return nil, err
+		}
+		return opts.LoadProject(context.Background())
+	}
+	p, err := load([]string{"ORCH_TOKEN=t0ken"})
+	if err != nil {
+		t.Fatalf("compose-go: %v", err)
+	}
+	orch, err := p.GetService("orch")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok := orch.Environment["ORCH_TOKEN"]; tok == nil || *tok != "t0ken" {
+		t.Errorf("ORCH_TOKEN not taken from the environment: %v", tok)
+	}
+	if orch.Build == nil || orch.Build.Context != root {
+		t.Errorf("orch build: %+v", orch.Build)
+	}
+	if d, ok := orch.DependsOn["createbucket"]; !ok || d.Condition != types.ServiceConditionCompletedSuccessfully {
+		t.Errorf("orch depends_on: %+v", orch.DependsOn)
+	}
+	if len(orch.Ports) != 1 || orch.Ports[0].HostIP != "127.0.0.1" || orch.Ports[0].Target != 8080 {
+		t.Errorf("orch ports: %+v", orch.Ports)
+	}
+	if _, err := load(nil); err == nil || !strings.Contains(err.Error(), "set ORCH_TOKEN") {
+		t.Errorf("without ORCH_TOKEN: %v; want an error that asks for it", err)
 	}
 }
 
@@ -120,7 +190,7 @@ func TestDockerfile(t *testing.T) {
 	}
 	goVersion := regexp.MustCompile(`(?m)^go (\d+\.\d+)`).FindSubmatch(gomod)
 	var froms, copies []string
-	var build, entry, workdir string
+	var build, entry, workdir, user string
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		line := strings.TrimSpace(sc.Text())
@@ -138,6 +208,8 @@ func TestDockerfile(t *testing.T) {
 			entry = rest
 		case "WORKDIR":
 			workdir = rest
+		case "USER":
+			user = rest
 		}
 	}
 	if len(froms) != 2 || !strings.HasPrefix(froms[0], "golang:"+string(goVersion[1])) || !strings.HasSuffix(froms[0], " AS build") {
@@ -160,5 +232,8 @@ func TestDockerfile(t *testing.T) {
 	}
 	if entry != `["orch"]` || workdir != "/work" {
 		t.Errorf("ENTRYPOINT %s, WORKDIR %s", entry, workdir)
+	}
+	if uid, _, _ := strings.Cut(user, ":"); uid == "" || uid == "0" || uid == "root" {
+		t.Errorf("USER %q: the image must run orch as a non-root user", user)
 	}
 }

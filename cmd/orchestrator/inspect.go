@@ -115,6 +115,7 @@ func newValidateCmd(g *globals) *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(c.OutOrStdout(), "%s: ok, %d stages\n", p.Name, len(p.Stages))
+			printSchedule(c.OutOrStdout(), p.Schedule, time.Now())
 			return nil
 		},
 	}

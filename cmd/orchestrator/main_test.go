@@ -74,12 +74,8 @@ func watchdog(d time.Duration) {
 // file modes do not stop writes.
 func TestScripts(t *testing.T) {
 	testscript.Run(t, testscript.Params{
-		Dir: filepath.Join("testdata", "script"),
-		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-			"code":     cmdCode,
-			"waitfile": cmdWaitfile,
-			"waitgrep": cmdWaitgrep,
-		},
+		Dir:   filepath.Join("testdata", "script"),
+		Cmds:  scriptCmds(),
 		Setup: raceEnv,
 		Condition: func(cond string) (bool, error) {
 			switch cond {
@@ -89,6 +85,15 @@ func TestScripts(t *testing.T) {
 			return false, fmt.Errorf("unknown condition %q", cond)
 		},
 	})
+}
+
+// scriptCmds are the extra commands of every script.
+func scriptCmds() map[string]func(ts *testscript.TestScript, neg bool, args []string) {
+	return map[string]func(ts *testscript.TestScript, neg bool, args []string){
+		"code":     cmdCode,
+		"waitfile": cmdWaitfile,
+		"waitgrep": cmdWaitgrep,
+	}
 }
 
 // raceEnv is a testscript Setup for scripts that start orch many times.

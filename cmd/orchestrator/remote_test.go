@@ -51,6 +51,8 @@ func TestRemoteScripts(t *testing.T) {
 			"code":     cmdCode,
 			"waitfile": cmdWaitfile,
 			"s3server": cmdS3server,
+			"api":      cmdAPI,
+			"waitapi":  cmdWaitAPI,
 		},
 		Setup: func(env *testscript.Env) error {
 			env.Setenv("ORCH_CACHE_DIR", "")

@@ -56,7 +56,7 @@ or params changed, and restores the rest.` + "\n" + exitCodesHelp,
 	pf.StringVar(&g.remote, "remote", os.Getenv("ORCH_REMOTE"), "shared cache behind the local one: s3://BUCKET/PREFIX[?endpoint=URL&region=R&path_style=true], file:///PATH or a directory (env ORCH_REMOTE)")
 	root.AddCommand(newPushCmd(g), newPullCmd(g), newGCCmd(g), newCacheCmd(g))
 	root.AddCommand(newRunCmd(g), newPlanCmd(g), newWhyCmd(g), newDagCmd(g), newValidateCmd(g),
-		newRunsCmd(g), newLogsCmd(g), newVerifyCmd(g), newReleasesCmd(g), newRollbackCmd(g))
+		newRunsCmd(g), newLogsCmd(g), newVerifyCmd(g), newReleasesCmd(g), newRollbackCmd(g), newServeCmd(g))
 	// Wrong argument counts are bad input (exit 3), like bad flags.
 	for _, c := range root.Commands() {
 		if check := c.Args; check != nil {
@@ -122,13 +122,16 @@ func (g *globals) load(file string, params []string) (*pipeline.Pipeline, error)
 	return p, nil
 }
 
-func (g *globals) engine() (*engine.Engine, error) {
+func (g *globals) engine() (*engine.Engine, error) { return g.engineFor(g.pipelineRemote) }
+
+// engineFor opens the engine with --remote / ORCH_REMOTE, else the
+// pipeline's remote r (nil: none).
+func (g *globals) engineFor(r *store.Remote) (*engine.Engine, error) {
 	root, err := g.root()
 	if err != nil {
 		return nil, err
 	}
 	opts := engine.Options{Root: root, CacheDir: g.cacheDir}
-	r := g.pipelineRemote
 	if g.remote != "" {
 		if r, err = store.ParseRemote(g.remote); err != nil {
 			return nil, badInput(fmt.Errorf("--remote: %w", err))

@@ -35,6 +35,10 @@ type RunOptions struct {
 	Events func(Event)
 	// Trigger is recorded in the history ("cli", "schedule", ...).
 	Trigger string
+	// Begin, if set, stores the new run instead of History.PutRun (serve
+	// records the scheduler tick in the same transaction). An error stops
+	// the run before any stage starts; Run returns it.
+	Begin func(*history.Run) error
 }
 
 // Event types.
@@ -58,6 +62,9 @@ type Event struct {
 	Duration time.Duration
 	Attempt  int
 	Time     time.Time
+	// Bytes is the size of the outputs restored (EvHit) or stored in the
+	// cache (EvRan).
+	Bytes int64
 }
 
 // Result is the outcome of a run.
@@ -172,7 +179,11 @@ func (e *Engine) Run(ctx context.Context, p *pipeline.Pipeline, opts RunOptions)
 			run.Stages = append(run.Stages, history.StageRun{Name: n})
 		}
 	}
-	if err := e.History.PutRun(run); err != nil {
+	begin := e.History.PutRun
+	if opts.Begin != nil {
+		begin = opts.Begin
+	}
+	if err := begin(run); err != nil {
 		return nil, err
 	}
 
@@ -358,7 +369,7 @@ func (r *runner) tryHit(ctx context.Context, st *pipeline.Stage, sr *history.Sta
 	r.outputs[st.Name] = rec.Outputs
 	r.mu.Unlock()
 	sr.Status, sr.Duration, sr.Log, sr.Reason = history.Hit, rec.Duration, rec.Log.String(), ""
-	r.emit(Event{Type: EvHit, Stage: st.Name, Key: key, Duration: rec.Duration})
+	r.emit(Event{Type: EvHit, Stage: st.Name, Key: key, Duration: rec.Duration, Bytes: outputBytes(rec.Outputs)})
 	return true
 }
 
@@ -512,7 +523,7 @@ func (r *runner) execute(ctx context.Context, st *pipeline.Stage, sr *history.St
 	// Clean up now, overlapping other stages, rather than all at the end.
 	_ = cache.RemoveAll(dir)
 	sr.Status = history.Ran
-	r.emit(Event{Type: EvRan, Stage: st.Name, Key: key, Duration: sr.Duration})
+	r.emit(Event{Type: EvRan, Stage: st.Name, Key: key, Duration: sr.Duration, Bytes: outputBytes(outs)})
 	return nil
 }
 
@@ -634,6 +645,14 @@ func (r *runner) attempt(ctx context.Context, st *pipeline.Stage, inputs map[str
 		err = context.Cause(actx)
 	}
 	return err
+}
+
+func outputBytes(outs map[string]cache.Output) int64 {
+	var n int64
+	for _, o := range outs {
+		n += o.Size
+	}
+	return n
 }
 
 func tail(b []byte, n int) string {

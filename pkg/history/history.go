@@ -57,6 +57,8 @@ type Run struct {
 	Ended    time.Time         `json:"ended,omitzero"`
 	Params   map[string]string `json:"params,omitempty"`
 	Trigger  string            `json:"trigger,omitempty"`
+	// Tick is the schedule tick the run is for (serve), zero otherwise.
+	Tick time.Time `json:"tick,omitzero"`
 	// Host and PID identify the orch process running it, so a run left
 	// "running" by a process that died can be recognised.
 	Host   string     `json:"host,omitempty"`
@@ -135,7 +137,7 @@ func (db *DB) with(write bool, fn func(tx *bolt.Tx) error) error {
 	defer b.Close()
 	if write {
 		return b.Update(func(tx *bolt.Tx) error {
-			for _, name := range [][]byte{bucketRuns, bucketHeads, bucketActive} {
+			for _, name := range [][]byte{bucketRuns, bucketHeads, bucketActive, bucketTicks} {
 				if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 					return err
 				}
@@ -238,6 +240,11 @@ func (db *DB) Heads(pipeline string) (map[string][]Head, error) {
 // Runs returns the most recent runs first, at most limit (0: all), of one
 // pipeline ("" for all).
 func (db *DB) Runs(pipeline string, limit int) ([]*Run, error) {
+	return db.ListRuns(pipeline, "", limit)
+}
+
+// ListRuns is Runs filtered by status too ("" for any).
+func (db *DB) ListRuns(pipeline, status string, limit int) ([]*Run, error) {
 	var out []*Run
 	err := db.with(false, func(tx *bolt.Tx) error {
 		if tx == nil || tx.Bucket(bucketRuns) == nil {
@@ -249,7 +256,7 @@ func (db *DB) Runs(pipeline string, limit int) ([]*Run, error) {
 			if err := json.Unmarshal(v, &r); err != nil {
 				continue
 			}
-			if pipeline != "" && r.Pipeline != pipeline {
+			if (pipeline != "" && r.Pipeline != pipeline) || (status != "" && r.Status != status) {
 				continue
 			}
 			out = append(out, &r)

@@ -48,7 +48,7 @@ var (
 )
 
 var (
-	topKeys   = []string{"name", "version", "description", "params", "stages", "cache"}
+	topKeys   = []string{"name", "version", "description", "params", "stages", "cache", "schedule", "on_failure"}
 	stageKeys = []string{"kind", "run", "description", "code", "inputs", "outputs", "params", "env", "timeout", "retries", "cache", "needs"}
 )
 
@@ -305,7 +305,7 @@ type outputSpec struct {
 
 func (l *loader) pipeline(root *yaml.Node) *Pipeline {
 	p := &Pipeline{Root: l.root, Params: map[string]stages.Param{}, Stages: map[string]*Stage{}, Graph: dag.New()}
-	var stagesNode, nameNode *yaml.Node
+	var stagesNode, nameNode, scheduleNode *yaml.Node
 	l.mapping(root, "the pipeline", topKeys, func(key string, k, v *yaml.Node) {
 		switch key {
 		case "name":
@@ -321,7 +321,7 @@ func (l *loader) pipeline(root *yaml.Node) *Pipeline {
 				l.errAt(v, "unsupported pipeline version %s (this orch reads version 1)", kindName(vv))
 			}
 		case "description":
-			l.str(v, "description")
+			p.Description, _ = l.str(v, "description")
 		case "params":
 			l.mapping(v, "params", nil, func(name string, k, v *yaml.Node) {
 				if !identRE.MatchString(name) {
@@ -334,6 +334,10 @@ func (l *loader) pipeline(root *yaml.Node) *Pipeline {
 			stagesNode = v
 		case "cache":
 			p.Cache = l.cacheSection(v)
+		case "schedule":
+			scheduleNode = v
+		case "on_failure":
+			p.OnFailure = l.onFailure(v)
 		}
 	})
 	if r := resolve(root); r.Kind != yaml.MappingNode {
@@ -359,6 +363,9 @@ func (l *loader) pipeline(root *yaml.Node) *Pipeline {
 		p.Params[name] = paramFromText(text)
 	}
 	l.pparams = p.Params
+	if scheduleNode != nil {
+		p.Schedule = l.schedule(scheduleNode, p.Params)
+	}
 	if stagesNode == nil {
 		l.errAt(root, "missing required key \"stages\"")
 		return p
@@ -487,7 +494,7 @@ func (l *loader) stage(p *Pipeline, s *stageSpec) *Stage {
 				st.Run = l.interp(v, r)
 			}
 		case "description":
-			l.str(v, "description")
+			p.Description, _ = l.str(v, "description")
 		case "code":
 			for _, n := range l.strList(v, "code") {
 				c := l.interp(n, n.Value)

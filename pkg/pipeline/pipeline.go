@@ -19,6 +19,12 @@ type Pipeline struct {
 	Graph *dag.Graph
 	// Cache is the top-level `cache:` section.
 	Cache Cache
+	// Description is the top-level `description:`.
+	Description string
+	// Schedule is the `schedule:` section (schedule.go), nil if none.
+	Schedule *Schedule
+	// OnFailure is the `on_failure:` section, nil if none.
+	OnFailure *OnFailure
 }
 
 // Cache is a pipeline's `cache:` section.

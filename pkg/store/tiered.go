@@ -52,6 +52,10 @@ type Tiered struct {
 	// OnRemoteError, if set, is called once, with the first remote failure.
 	OnRemoteError func(error)
 
+	// Uploaded and Downloaded count the blob bytes sent to and fetched
+	// from Remote (for serve's /metrics).
+	Uploaded, Downloaded atomic.Int64
+
 	down     atomic.Bool
 	downOnce sync.Once
 }
@@ -156,7 +160,18 @@ func (t *Tiered) upload(ctx context.Context, d digest.Digest) error {
 		return err
 	}
 	defer f.Close()
-	err = t.Remote.PutBlob(ctx, d, f)
+	var body io.Reader = f
+	cr := &countingReader{r: f}
+	if rs, ok := f.(readSeekerAt); ok {
+		// Keep Seek and ReadAt: the S3 store sizes and splits uploads by them.
+		body = &countingReadSeeker{countingReader: cr, rs: rs}
+	} else {
+		body = cr
+	}
+	err = t.Remote.PutBlob(ctx, d, body)
+	if err == nil {
+		t.Uploaded.Add(cr.n.Load())
+	}
 	if err == nil || t.failed(ctx, err) {
 		return nil
 	}
@@ -192,10 +207,12 @@ func (t *Tiered) fetch(ctx context.Context, d digest.Digest, notFound error) err
 		return err
 	}
 	defer rc.Close()
-	src := &errReader{r: rc}
+	cr := &countingReader{r: rc}
+	src := &errReader{r: cr}
 	err = t.Local.PutBlob(ctx, d, src)
 	switch {
 	case err == nil:
+		t.Downloaded.Add(cr.n.Load())
 		return nil
 	case src.err != nil:
 		if t.failed(ctx, fmt.Errorf("download blob %s: %w", d.Short(), src.err)) {
@@ -207,6 +224,39 @@ func (t *Tiered) fetch(ctx context.Context, d digest.Digest, notFound error) err
 		return fmt.Errorf("%s: downloaded %w (deleted from the remote)", t.name(), err)
 	}
 	return err // a local failure
+}
+
+// countingReader counts the bytes read through it (a store that finds
+// the blob already there reads none).
+type countingReader struct {
+	r io.Reader
+	n atomic.Int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+type readSeekerAt interface {
+	io.ReadSeeker
+	io.ReaderAt
+}
+
+type countingReadSeeker struct {
+	*countingReader
+	rs readSeekerAt
+}
+
+func (c *countingReadSeeker) Seek(off int64, whence int) (int64, error) {
+	return c.rs.Seek(off, whence)
+}
+
+func (c *countingReadSeeker) ReadAt(p []byte, off int64) (int, error) {
+	n, err := c.rs.ReadAt(p, off)
+	c.n.Add(int64(n))
+	return n, err
 }
 
 // errReader remembers the error its reader failed with (other than io.EOF).
