@@ -53,6 +53,11 @@ func (r *runner) execute(ctx context.Context, st *pipeline.Stage, sr *history.St
 	case <-ctx.Done():
 		return r.interrupted(sr, ctx)
 	}
+	free, err := r.limits.acquire(ctx, st.Resources)
+	if err != nil {
+		<-r.slots
+		return r.interrupted(sr, ctx)
+	}
 	// The slot is held while the command runs, not while its outputs are
 	// collected and its directory removed: that file-system work would
 	// otherwise keep the next command waiting.
@@ -60,6 +65,7 @@ func (r *runner) execute(ctx context.Context, st *pipeline.Stage, sr *history.St
 	release := func() {
 		if holding {
 			holding = false
+			free()
 			<-r.slots
 		}
 	}
@@ -140,7 +146,10 @@ func (r *runner) execute(ctx context.Context, st *pipeline.Stage, sr *history.St
 	if err != nil {
 		return r.fail(sr, fmt.Errorf("re-check inputs: %w", err))
 	}
-	cacheable := st.Cache
+	cacheable := st.Cache || r.worker // a worker's record is how its outputs travel
+	if after.Key() != key && r.worker {
+		return r.fail(sr, fmt.Errorf("inputs changed while the stage ran (%s)", strings.Join(cache.Diff(st.Name, pre, after), "; ")))
+	}
 	if after.Key() != key {
 		cacheable = false
 		msg := "inputs changed while the stage ran (" + strings.Join(cache.Diff(st.Name, pre, after), "; ") + "); its result is used but not cached"
@@ -164,6 +173,9 @@ func (r *runner) execute(ctx context.Context, st *pipeline.Stage, sr *history.St
 		sr.Key = "" // no record to point at
 	}
 	for name, out := range outs {
+		if r.worker {
+			break // the orchestrator links the outputs into its workspace
+		}
 		if err := r.e.Cache.Restore(ctx, out, filepath.Join(r.e.OutDir(r.p.Name, st.Name), name)); err != nil {
 			return r.fail(sr, fmt.Errorf("link output %q: %w", name, err))
 		}
@@ -204,7 +216,7 @@ func (r *runner) materialize(ctx context.Context, st *pipeline.Stage, dir string
 				break
 			}
 			_ = cache.RemoveAll(dst)
-			if try > 0 || !(errors.Is(err, store.ErrCorrupt) || errors.Is(err, store.ErrNotFound)) {
+			if try > 0 || r.worker || !(errors.Is(err, store.ErrCorrupt) || errors.Is(err, store.ErrNotFound)) {
 				return nil, recomputed, fmt.Errorf("input %q (%s): %w", in.Name, in.Source, err)
 			}
 			r.emit(Event{Type: EvWarn, Stage: in.Stage, Reason: fmt.Sprintf("cached output %s unusable (%v); re-running %s", in.Output, err, in.Stage)})

@@ -57,6 +57,8 @@ type Event struct {
 	Duration time.Duration
 	Attempt  int
 	Time     time.Time
+	// Job and State are the Slurm job and its state (Slurm executor).
+	Job, State string
 }
 
 // Result is the outcome of a run.
@@ -94,6 +96,13 @@ type runner struct {
 
 	executed atomic.Int32 // stages that executed (and so wrote blobs)
 	stopping atomic.Bool  // a stage failed and the run does not keep going
+
+	limits *limits // cpus and memory of the local machine
+	// worker is set in `orch worker`: one stage, its record always written,
+	// its outputs not linked into the workspace.
+	worker bool
+	slurmOnce sync.Once
+	slurm     *slurmExec
 
 	recomputeMu sync.Mutex
 	recomputed  map[string]*recomputation // upstream stages re-run for a corrupt output
@@ -141,7 +150,7 @@ func (e *Engine) Run(ctx context.Context, p *pipeline.Pipeline, opts RunOptions)
 	r := &runner{
 		e: e, p: p, opts: opts, run: run, slots: make(chan struct{}, opts.Jobs), heads: heads,
 		outputs: map[string]map[string]cache.Output{}, stages: map[string]*history.StageRun{},
-		recomputed: map[string]*recomputation{},
+		recomputed: map[string]*recomputation{}, limits: newLimits(),
 	}
 	tmp := filepath.Join(e.StateDir, "tmp")
 	if err := os.MkdirAll(tmp, 0o755); err != nil {
@@ -272,7 +281,7 @@ func (r *runner) stage(ctx context.Context, name string) error {
 		}
 	}
 	sr.Reason = r.reason(ctx, name, st, pre, force)
-	return r.execute(ctx, st, sr, pre, key)
+	return r.executor(st).execute(ctx, r, st, sr, pre, key)
 }
 
 func (r *runner) stageRun(name string) *history.StageRun {
@@ -337,6 +346,18 @@ func (r *runner) tryHit(ctx context.Context, st *pipeline.Stage, sr *history.Sta
 		}
 		return false
 	}
+	if !r.restore(ctx, st, sr, rec) {
+		return false
+	}
+	sr.Status, sr.Duration, sr.Log, sr.Reason = history.Hit, rec.Duration, rec.Log.String(), ""
+	r.emit(Event{Type: EvHit, Stage: st.Name, Key: key, Duration: rec.Duration})
+	return true
+}
+
+// restore links the outputs of rec into the workspace and makes them the
+// stage's outputs in this run. A missing or corrupt output is reported and
+// sets sr.Reason.
+func (r *runner) restore(ctx context.Context, st *pipeline.Stage, sr *history.StageRun, rec *cache.Record) bool {
 	for _, o := range st.Outputs {
 		out, ok := rec.Outputs[o.Name]
 		if !ok {
@@ -356,8 +377,6 @@ func (r *runner) tryHit(ctx context.Context, st *pipeline.Stage, sr *history.Sta
 	r.mu.Lock()
 	r.outputs[st.Name] = rec.Outputs
 	r.mu.Unlock()
-	sr.Status, sr.Duration, sr.Log, sr.Reason = history.Hit, rec.Duration, rec.Log.String(), ""
-	r.emit(Event{Type: EvHit, Stage: st.Name, Key: key, Duration: rec.Duration})
 	return true
 }
 
