@@ -100,7 +100,7 @@ type runner struct {
 	limits *limits // cpus and memory of the local machine
 	// worker is set in `orch worker`: one stage, its record always written,
 	// its outputs not linked into the workspace.
-	worker bool
+	worker    bool
 	slurmOnce sync.Once
 	slurm     *slurmExec
 
