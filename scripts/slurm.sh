@@ -101,7 +101,7 @@ start() {
 		TaskPlugin=$task
 		SelectType=select/cons_tres
 		SelectTypeParameters=CR_Core_Memory
-		DefMemPerCPU=256
+		DefMemPerCPU=1024
 		JobAcctGatherType=jobacct_gather/linux
 		JobAcctGatherFrequency=task=1
 		JobAcctGatherParams=$gather

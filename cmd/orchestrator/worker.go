@@ -54,7 +54,11 @@ func newWorkerCmd(g *globals) *cobra.Command {
 			defer e.Close()
 			log := c.ErrOrStderr()
 			err = e.Work(c.Context(), p, spec, func(ev engine.Event) {
-				fmt.Fprintf(log, "orch worker: %s %s %s\n", ev.Type, ev.Stage, ev.Reason)
+				switch ev.Type {
+				case engine.EvStart, engine.EvRan, engine.EvWarn:
+					// A failure is printed once, with the log's tail, on exit.
+					fmt.Fprintf(log, "orch worker: %s %s %s\n", ev.Type, ev.Stage, ev.Reason)
+				}
 			})
 			var ee *stages.ExitError
 			if errors.As(err, &ee) {

@@ -71,7 +71,7 @@ func ParseSqueue(b []byte) (map[string]Info, error) {
 	if err := json.Unmarshal(b, &doc); err != nil {
 		return nil, fmt.Errorf("squeue --json: %w", err)
 	}
-	if doc.Jobs == nil {
+	if doc.Jobs == nil || (len(doc.Jobs) == 0 && len(doc.Errors) > 0) {
 		return nil, fmt.Errorf("squeue --json: no \"jobs\" in the output (errors: %s)", joinRaw(doc.Errors))
 	}
 	jobs := make(map[string]Info, len(doc.Jobs))
