@@ -196,6 +196,16 @@ var busyMarks = []string{
 	"Too many pending jobs", "Communication connection failure",
 }
 
+// isBusy reports whether a command's error output is a transient refusal.
+func isBusy(stderr string) bool {
+	for _, m := range busyMarks {
+		if strings.Contains(stderr, m) {
+			return true
+		}
+	}
+	return false
+}
+
 // Client runs the Slurm commands; the zero value uses them from PATH
 // with this process's environment (SLURM_CONF included).
 type Client struct {
@@ -232,13 +242,7 @@ func (c *Client) command(ctx context.Context, stdin string, name string, args ..
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		ce := &CommandError{Cmd: name, Err: err, Stderr: stderr.String()}
-		for _, m := range busyMarks {
-			if strings.Contains(ce.Stderr, m) {
-				ce.busy = true
-			}
-		}
-		return out, ce
+		return out, &CommandError{Cmd: name, Err: err, Stderr: stderr.String(), busy: isBusy(stderr.String())}
 	}
 	return out, nil
 }
