@@ -91,47 +91,47 @@ stages:
 `
 	got := render(t, parseErrs(t, src, nil))
 	want := `pipeline.yaml:2:11: executor "slrum": must be one of local, slurm (did you mean "slurm"?)
-  2 | executor: slrum
-    |           ^
+    2 | executor: slrum
+      |           ^
 pipeline.yaml:4:9: slurm.poll "soon" is not a positive duration (examples: 90s, 10m, 1h30m)
-  4 |   poll: soon
-    |         ^
+    4 |   poll: soon
+      |         ^
 pipeline.yaml:5:18: slurm.memory_factor must be a number from 1 to 64, got "0.5"
-  5 |   memory_factor: 0.5
-    |                  ^
+    5 |   memory_factor: 0.5
+      |                  ^
 pipeline.yaml:6:15: slurm.max_memory: memory "lots" is not a size (examples: 512M, 8G, 1.5G)
-  6 |   max_memory: lots
-    |               ^
+    6 |   max_memory: lots
+      |               ^
 pipeline.yaml:7:3: unknown key "retries" in slurm
-  7 |   retries: 2
-    |   ^
+    7 |   retries: 2
+      |   ^
 pipeline.yaml:11:15: executor must be a string, got a list
- 11 |     executor: [slurm]
-    |               ^
+   11 |     executor: [slurm]
+      |               ^
 pipeline.yaml:13:13: resources.cpus must be a whole number from 0 to 4096, got "-1"
- 13 |       cpus: -1
-    |             ^
+   13 |       cpus: -1
+      |             ^
 pipeline.yaml:14:15: resources.memory: memory "2X" is not a size (examples: 512M, 8G, 1.5G)
- 14 |       memory: 2X
-    |               ^
+   14 |       memory: 2X
+      |               ^
 pipeline.yaml:15:13: resources.gpus must be a whole number from 0 to 64, got "two"
- 15 |       gpus: two
-    |             ^
+   15 |       gpus: two
+      |             ^
 pipeline.yaml:16:13: resources.time "0s" is not a positive duration (examples: 90s, 10m, 1h30m)
- 16 |       time: 0s
-    |             ^
+   16 |       time: 0s
+      |             ^
 pipeline.yaml:17:16: resources.sbatch: --mem is set by orch from resources.memory; set that instead
- 17 |       sbatch: [--mem=4G, --qos=high, qos=low, --wrap=ls]
-    |                ^
+   17 |       sbatch: [--mem=4G, --qos=high, qos=low, --wrap=ls]
+      |                ^
 pipeline.yaml:17:38: resources.sbatch: "qos=low" is not an sbatch option (write --name=value)
- 17 |       sbatch: [--mem=4G, --qos=high, qos=low, --wrap=ls]
-    |                                      ^
+   17 |       sbatch: [--mem=4G, --qos=high, qos=low, --wrap=ls]
+      |                                      ^
 pipeline.yaml:17:47: resources.sbatch: --wrap is set by orch itself
- 17 |       sbatch: [--mem=4G, --qos=high, qos=low, --wrap=ls]
-    |                                               ^
+   17 |       sbatch: [--mem=4G, --qos=high, qos=low, --wrap=ls]
+      |                                               ^
 pipeline.yaml:18:7: unknown key "disk" in resources
- 18 |       disk: 10G
-    |       ^
+   18 |       disk: 10G
+      |       ^
 14 problems`
 	if got != want {
 		t.Errorf("errors:\n%s\n\nwant:\n%s", got, want)
