@@ -13,9 +13,13 @@
 # Use:  eval "$(scripts/slurm.sh start "$tmp")"
 #       trap 'scripts/slurm.sh stop "$tmp"' EXIT
 #
-# Memory is a consumable resource and enforced by jobacct_gather/linux with
-# OverMemoryKill (sampled every second; no cgroups needed): a job that uses
-# more than its --mem ends OUT_OF_MEMORY.
+# Batch jobs are scheduled when submitted (batch_sched_delay=0; Slurm's
+# default defers it up to 3 s, for clusters that take thousands a second).
+# Memory is a consumable resource (DefMemPerCPU=1024) and enforced: with
+# task/cgroup on cgroup v1 where /sys/fs/cgroup/memory is writable (no
+# systemd needed), so a job that uses more than its --mem ends
+# OUT_OF_MEMORY; elsewhere by jobacct_gather's OverMemoryKill, which ends
+# it FAILED.
 set -euo pipefail
 
 die() { echo "slurm: $*" >&2; exit 1; }
@@ -112,6 +116,7 @@ start() {
 		InactiveLimit=0
 		KillWait=2
 		MinJobAge=300
+		SchedulerParameters=batch_sched_delay=0
 		NodeName=localhost NodeAddr=127.0.0.1 CPUs=$(nproc) RealMemory=$mem State=UNKNOWN
 		PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 	EOF
