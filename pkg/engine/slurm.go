@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -78,6 +79,7 @@ type slurmExec struct {
 type slurmJob struct {
 	id, stage string
 	state     string
+	cancelled bool            // scancel was sent
 	done      chan slurm.Info // receives the final state, once
 }
 
@@ -330,19 +332,24 @@ func (x *slurmExec) wait(ctx context.Context, id, stage string) slurm.Info {
 	}
 }
 
-// cancelAll scancels every job of the run, once.
+// cancelAll scancels every job of the run not cancelled yet, in one
+// scancel, and stops further submissions. A job whose sbatch was in flight
+// meanwhile is cancelled by its own wait.
 func (x *slurmExec) cancelAll() {
 	x.mu.Lock()
-	if x.cancelled {
-		x.mu.Unlock()
-		return
-	}
 	x.cancelled = true
-	ids := make([]string, 0, len(x.jobs))
-	for id := range x.jobs {
-		ids = append(ids, id)
+	var ids []string
+	for id, j := range x.jobs {
+		if !j.cancelled {
+			j.cancelled = true
+			ids = append(ids, id)
+		}
 	}
 	x.mu.Unlock()
+	if len(ids) == 0 {
+		return
+	}
+	sort.Strings(ids)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := x.client.Cancel(ctx, ids); err != nil {

@@ -262,9 +262,10 @@ func (c *Client) Submit(ctx context.Context, opts []string, script string) (stri
 	return id, nil
 }
 
-// Queue returns every job the controller lists, in one `squeue --json`.
+// Queue returns the jobs of this user the controller lists (pending,
+// running and recently ended), in one `squeue --json --me`.
 func (c *Client) Queue(ctx context.Context) (map[string]Info, error) {
-	out, err := c.command(ctx, "", "squeue", "--json")
+	out, err := c.command(ctx, "", "squeue", "--json", "--me")
 	if err != nil {
 		return nil, err
 	}
