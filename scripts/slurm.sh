@@ -71,7 +71,7 @@ start() {
 		runuser -u munge -- munged --force
 		for _ in $(seq 50); do munge_up && break; sleep 0.1; done
 		munge_up || die "munged did not start"
-		pgrep -u munge -x munged | head -1 >"$dir/munged.pid"
+		cp /run/munge/munged.pid "$dir/munged.pid" # the daemon's own record of its pid
 	fi
 
 	ctld_port=$(free_port)
