@@ -1,9 +1,12 @@
 package main
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/rogpeppe/go-internal/testscript"
@@ -29,12 +32,30 @@ func TestSlurmScripts(t *testing.T) {
 				"waitfile": cmdWaitfile,
 				"waitgrep": cmdWaitgrep,
 			},
+			Condition: func(cond string) (bool, error) {
+				if cond == "s3" {
+					return os.Getenv("ORCH_TEST_S3") != "", nil
+				}
+				return false, fmt.Errorf("unknown condition %q", cond)
+			},
 			Setup: func(env *testscript.Env) error {
 				for _, k := range []string{"SLURM_CONF", "ORCH_SLURM_DIR"} {
 					env.Setenv(k, os.Getenv(k))
 				}
 				env.Setenv("ORCH_CACHE_DIR", "")
 				env.Setenv("ORCH_REMOTE", "")
+				// $REMOTE: a fresh prefix on the S3 test server, when there is
+				// one (scripts needing it skip otherwise).
+				if base := os.Getenv("ORCH_TEST_S3"); base != "" {
+					for _, k := range []string{"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_ENDPOINT_URL", "AWS_CA_BUNDLE"} {
+						if v, ok := os.LookupEnv(k); ok {
+							env.Setenv(k, v)
+						}
+					}
+					var b [6]byte
+					_, _ = rand.Read(b[:])
+					env.Setenv("REMOTE", strings.TrimSuffix(base, "/")+"/slurm-"+hex.EncodeToString(b[:]))
+				}
 				return raceEnv(env)
 			},
 		}
