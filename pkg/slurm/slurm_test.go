@@ -11,7 +11,8 @@ import (
 // The testdata files are real output of Slurm 22.05.8 (Debian's
 // slurm-wlm), captured on the cluster of scripts/slurm.sh: jobs that
 // completed, exited 3, exceeded --mem under cgroup enforcement, hit
-// --time, were cancelled, and ran on a node set down under them.
+// --time, were cancelled, and ran on a node set down under them
+// (squeue-running.json keeps 5 of the jobs it listed).
 
 func read(t *testing.T, name string) []byte {
 	t.Helper()
