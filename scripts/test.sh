@@ -28,8 +28,8 @@ step "build"
 go build -o bin/orch ./cmd/orchestrator
 
 step "S3 test server (versitygw)"
-s3dir=$(mktemp -d)
-trap 'scripts/s3server.sh stop "$s3dir"; rm -rf "$s3dir"' EXIT
+s3dir=$(mktemp -d) slurmdir=$(mktemp -d)
+trap 'scripts/s3server.sh stop "$s3dir"; rm -rf "$s3dir"; scripts/slurm.sh stop "$slurmdir"; rm -rf "$slurmdir"' EXIT
 s3env=$(scripts/s3server.sh start "$s3dir")   # builds versitygw once (~2.5 min) into $(go env GOPATH)/bin
 eval "$s3env"
 
@@ -39,6 +39,10 @@ eval "$browserenv"
 
 step "promtool (orch serve's /metrics lint)"
 scripts/promtool.sh
+
+step "Slurm test cluster (slurm-wlm 22.05, one node on 127.0.0.1)"
+slurmenv=$(scripts/slurm.sh start "$slurmdir")  # apt-get installs slurm-wlm and munge once (~20 s)
+eval "$slurmenv"
 
 step "go test -race"
 go test -race -count=1 -timeout 20m ./...

@@ -127,15 +127,18 @@ func newRunsCmd(g *globals) *cobra.Command {
 		pipe  string
 	)
 	c := &cobra.Command{
-		Use:   "runs",
-		Short: "List recent runs",
-		Args:  cobra.NoArgs,
+		Use:   "runs [RUN]",
+		Short: "List recent runs, or the stages of one (RUN may be a prefix or \"last\")",
+		Args:  cobra.MaximumNArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			e, err := g.engine()
 			if err != nil {
 				return err
 			}
 			defer e.Close()
+			if len(args) == 1 {
+				return printRunStages(c, e, args[0])
+			}
 			runs, err := e.History.Runs(pipe, limit)
 			if err != nil {
 				return err
@@ -158,6 +161,28 @@ func newRunsCmd(g *globals) *cobra.Command {
 	c.Flags().IntVarP(&limit, "limit", "n", 20, "how many runs to list (0: all)")
 	c.Flags().StringVar(&pipe, "pipeline", "", "only runs of this pipeline")
 	return c
+}
+
+// printRunStages prints what each stage of one run did, with its Slurm job.
+func printRunStages(c *cobra.Command, e *engine.Engine, id string) error {
+	r, err := e.History.Run(id)
+	if err != nil {
+		return badInput(err)
+	}
+	tw := tabwriter.NewWriter(c.OutOrStdout(), 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "run %s of %s: %s\n", r.ID, r.Pipeline, r.Status)
+	fmt.Fprintln(tw, "STAGE\tSTATUS\tDURATION\tATTEMPTS\tSLURM JOB\tSLURM STATE\tKEY")
+	for _, s := range r.Stages {
+		job, state, key := "-", "-", "-"
+		if s.Job != "" {
+			job, state = s.Job, s.SlurmState
+		}
+		if len(s.Key) >= 12 {
+			key = s.Key[:12]
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", s.Name, s.Status, fmtDur(s.Duration), s.Attempts, job, state, key)
+	}
+	return tw.Flush()
 }
 
 func newLogsCmd(g *globals) *cobra.Command {
@@ -185,6 +210,9 @@ func newLogsCmd(g *globals) *cobra.Command {
 			}
 			if sr == nil {
 				return badInput(fmt.Errorf("run %s has no stage %q (stages: %s)", r.ID, args[1], strings.Join(names, ", ")))
+			}
+			if sr.Job != "" {
+				fmt.Fprintf(c.ErrOrStderr(), "orch: run %s stage %s: Slurm job %s, %s\n", r.ID, sr.Name, sr.Job, sr.SlurmState)
 			}
 			if sr.Log == "" {
 				return fmt.Errorf("run %s stage %s: no log captured (status %s)", r.ID, sr.Name, sr.Status)

@@ -24,6 +24,10 @@ type globals struct {
 	// pipelineRemote is the `cache: {remote: ...}` of the pipeline last
 	// loaded; --remote and ORCH_REMOTE take precedence.
 	pipelineRemote *store.Remote
+	// executor overrides every stage's executor (run --executor).
+	executor string
+	// stateDir replaces WORKSPACE/.orch (orch worker).
+	stateDir string
 }
 
 const exitCodesHelp = `
@@ -56,7 +60,7 @@ or params changed, and restores the rest.` + "\n" + exitCodesHelp,
 	pf.StringVar(&g.remote, "remote", os.Getenv("ORCH_REMOTE"), "shared cache behind the local one: s3://BUCKET/PREFIX[?endpoint=URL&region=R&path_style=true], file:///PATH or a directory (env ORCH_REMOTE)")
 	root.AddCommand(newPushCmd(g), newPullCmd(g), newGCCmd(g), newCacheCmd(g))
 	root.AddCommand(newRunCmd(g), newPlanCmd(g), newWhyCmd(g), newDagCmd(g), newValidateCmd(g),
-		newRunsCmd(g), newLogsCmd(g), newVerifyCmd(g), newReleasesCmd(g), newRollbackCmd(g), newServeCmd(g))
+		newRunsCmd(g), newLogsCmd(g), newVerifyCmd(g), newReleasesCmd(g), newRollbackCmd(g), newServeCmd(g), newWorkerCmd(g))
 	// Wrong argument counts are bad input (exit 3), like bad flags.
 	for _, c := range root.Commands() {
 		if check := c.Args; check != nil {
@@ -114,7 +118,7 @@ func (g *globals) load(file string, params []string) (*pipeline.Pipeline, error)
 			file = filepath.Join(root, file)
 		}
 	}
-	p, err := pipeline.Load(file, pipeline.Options{Root: root, Params: overrides, Kinds: g.registry()})
+	p, err := pipeline.Load(file, pipeline.Options{Root: root, Params: overrides, Kinds: g.registry(), Executor: g.executor})
 	if err != nil {
 		return nil, badInput(err)
 	}
@@ -131,7 +135,7 @@ func (g *globals) engineFor(r *store.Remote) (*engine.Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	opts := engine.Options{Root: root, CacheDir: g.cacheDir}
+	opts := engine.Options{Root: root, CacheDir: g.cacheDir, StateDir: g.stateDir, Worker: g.workerConfig()}
 	if g.remote != "" {
 		if r, err = store.ParseRemote(g.remote); err != nil {
 			return nil, badInput(fmt.Errorf("--remote: %w", err))

@@ -22,6 +22,7 @@ type runFlags struct {
 	forceAll  bool
 	params    []string
 	keepGoing bool
+	executor  string
 }
 
 func newRunCmd(g *globals) *cobra.Command {
@@ -37,6 +38,7 @@ those stages and everything upstream of them.` + "\n" + exitCodesHelp,
 			if f.jobs < 1 {
 				return badInput(fmt.Errorf("-j %d: must be at least 1", f.jobs))
 			}
+			g.executor = f.executor
 			p, err := g.load(args[0], f.params)
 			if err != nil {
 				return err
@@ -80,7 +82,16 @@ those stages and everything upstream of them.` + "\n" + exitCodesHelp,
 	fl.BoolVar(&f.forceAll, "force-all", false, "run every selected stage even if cached")
 	fl.StringArrayVarP(&f.params, "param", "p", nil, "override a pipeline param: name=value (repeatable)")
 	fl.BoolVarP(&f.keepGoing, "keep-going", "k", false, "after a failure, keep running stages that do not depend on it")
+	fl.StringVar(&f.executor, "executor", "", "run every stage's MISS here: local or slurm (default: each stage's executor:)")
 	return c
+}
+
+// reasonOf is a Slurm event's reason in parentheses, unless it says nothing.
+func reasonOf(ev engine.Event) string {
+	if ev.Reason == "" || ev.Reason == "None" {
+		return ""
+	}
+	return "(" + ev.Reason + ")"
 }
 
 func firstLine(err error) error {
@@ -98,13 +109,14 @@ type progress struct {
 	mu      sync.Mutex
 	done    int
 	running map[string]time.Time
+	jobs    map[string]string // stage → "job ID STATE" (Slurm executor)
 	ticker  *time.Ticker
 	quit    chan struct{}
 	wg      sync.WaitGroup
 }
 
 func newProgress(w io.Writer, total int) *progress {
-	p := &progress{w: w, total: total, running: map[string]time.Time{}, quit: make(chan struct{})}
+	p := &progress{w: w, total: total, running: map[string]time.Time{}, jobs: map[string]string{}, quit: make(chan struct{})}
 	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 		p.tty = true
 		p.ticker = time.NewTicker(200 * time.Millisecond)
@@ -148,6 +160,9 @@ func (p *progress) status() {
 	parts := make([]string, len(names))
 	for i, n := range names {
 		parts[i] = fmt.Sprintf("%s %s", n, fmtDur(time.Since(p.running[n]).Round(100*time.Millisecond)))
+		if j := p.jobs[n]; j != "" {
+			parts[i] += " (" + j + ")"
+		}
 	}
 	line := fmt.Sprintf("[%d/%d] running: %s", p.done, p.total, strings.Join(parts, ", "))
 	if len(names) == 0 {
@@ -184,6 +199,10 @@ func (p *progress) event(ev engine.Event) {
 	case engine.EvRan:
 		p.done++
 		delete(p.running, ev.Stage)
+		if ev.Job != "" {
+			p.line("%-7s %-20s %s  %s (job %s)", "DONE", ev.Stage, short, fmtDur(ev.Duration), ev.Job)
+			break
+		}
 		p.line("%-7s %-20s %s  %s", "DONE", ev.Stage, short, fmtDur(ev.Duration))
 	case engine.EvFailed:
 		p.done++
@@ -194,6 +213,9 @@ func (p *progress) event(ev engine.Event) {
 		p.line("%-7s %-20s %s", "SKIPPED", ev.Stage, ev.Reason)
 	case engine.EvRetry:
 		p.line("%-7s %-20s attempt %d: %s", "RETRY", ev.Stage, ev.Attempt, ev.Reason)
+	case engine.EvSlurm:
+		p.jobs[ev.Stage] = "job " + ev.Job + " " + ev.State
+		p.line("%-7s %-20s job %s %s", "SLURM", ev.Stage, ev.Job, strings.TrimSpace(ev.State+" "+reasonOf(ev)))
 	case engine.EvWaiting:
 		p.line("%-7s %-20s %s", "WAITING", ev.Stage, ev.Reason)
 	case engine.EvWarn:

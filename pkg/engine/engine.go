@@ -39,6 +39,21 @@ type Options struct {
 	// Store, if set, is the store to use in front of which Local sits
 	// (a tiered store); nil means the local store alone.
 	Store func(local *store.Local) (store.Store, error)
+	// StateDir replaces ROOT/.orch (`orch worker` keeps its own).
+	StateDir string
+	// Worker is how a Slurm job runs `orch worker` (slurm.go).
+	Worker Worker
+}
+
+// Worker is how the Slurm executor's jobs run orch on a compute node.
+type Worker struct {
+	// Bin is the orch binary on the nodes.
+	Bin string
+	// CacheDir is the worker's --cache-dir ("": this engine's local
+	// store, for a workspace on a shared file system).
+	CacheDir string
+	// Args are more global flags for the worker (--remote, --kill-grace).
+	Args []string
 }
 
 // Engine plans and runs pipelines in one workspace.
@@ -59,11 +74,16 @@ type Engine struct {
 	// Lease configures leases on a shared remote cache (lease.go).
 	Lease   LeaseOptions
 	leaseID leaseIdentity
+	// Worker configures the Slurm executor's jobs.
+	Worker Worker
 }
 
 // Open prepares the state directory of the workspace at opts.Root.
 func Open(opts Options) (*Engine, error) {
 	state := filepath.Join(opts.Root, ".orch")
+	if opts.StateDir != "" {
+		state = opts.StateDir
+	}
 	if err := os.MkdirAll(state, 0o755); err != nil {
 		return nil, fmt.Errorf("state directory: %w", err)
 	}
@@ -92,6 +112,7 @@ func Open(opts Options) (*Engine, error) {
 		Now:       time.Now,
 		LookupEnv: os.LookupEnv,
 		Backoff:   500 * time.Millisecond,
+		Worker:    opts.Worker,
 	}, nil
 }
 

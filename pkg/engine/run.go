@@ -19,7 +19,6 @@ import (
 	"github.com/orch-dev/orch/pkg/digest"
 	"github.com/orch-dev/orch/pkg/history"
 	"github.com/orch-dev/orch/pkg/pipeline"
-	"github.com/orch-dev/orch/pkg/stages"
 	"github.com/orch-dev/orch/pkg/store"
 )
 
@@ -65,6 +64,8 @@ type Event struct {
 	// Bytes is the size of the outputs restored (EvHit) or stored in the
 	// cache (EvRan).
 	Bytes int64
+	// Job and State are the Slurm job and its state (Slurm executor).
+	Job, State string
 }
 
 // Result is the outcome of a run.
@@ -102,6 +103,13 @@ type runner struct {
 
 	executed atomic.Int32 // stages that executed (and so wrote blobs)
 	stopping atomic.Bool  // a stage failed and the run does not keep going
+
+	limits *limits // cpus and memory of the local machine
+	// worker is set in `orch worker`: one stage, its record always written,
+	// its outputs not linked into the workspace.
+	worker    bool
+	slurmOnce sync.Once
+	slurm     *slurmExec
 
 	recomputeMu sync.Mutex
 	recomputed  map[string]*recomputation // upstream stages re-run for a corrupt output
@@ -149,7 +157,7 @@ func (e *Engine) Run(ctx context.Context, p *pipeline.Pipeline, opts RunOptions)
 	r := &runner{
 		e: e, p: p, opts: opts, run: run, slots: make(chan struct{}, opts.Jobs), heads: heads,
 		outputs: map[string]map[string]cache.Output{}, stages: map[string]*history.StageRun{},
-		recomputed: map[string]*recomputation{},
+		recomputed: map[string]*recomputation{}, limits: newLimits(),
 	}
 	tmp := filepath.Join(e.StateDir, "tmp")
 	if err := os.MkdirAll(tmp, 0o755); err != nil {
@@ -284,7 +292,7 @@ func (r *runner) stage(ctx context.Context, name string) error {
 		}
 	}
 	sr.Reason = r.reason(ctx, name, st, pre, force)
-	return r.execute(ctx, st, sr, pre, key)
+	return r.executor(st).execute(ctx, r, st, sr, pre, key)
 }
 
 func (r *runner) stageRun(name string) *history.StageRun {
@@ -349,6 +357,18 @@ func (r *runner) tryHit(ctx context.Context, st *pipeline.Stage, sr *history.Sta
 		}
 		return false
 	}
+	if !r.restore(ctx, st, sr, rec) {
+		return false
+	}
+	sr.Status, sr.Duration, sr.Log, sr.Reason = history.Hit, rec.Duration, rec.Log.String(), ""
+	r.emit(Event{Type: EvHit, Stage: st.Name, Key: key, Duration: rec.Duration, Bytes: outputBytes(rec.Outputs)})
+	return true
+}
+
+// restore links the outputs of rec into the workspace and makes them the
+// stage's outputs in this run. A missing or corrupt output is reported and
+// sets sr.Reason.
+func (r *runner) restore(ctx context.Context, st *pipeline.Stage, sr *history.StageRun, rec *cache.Record) bool {
 	for _, o := range st.Outputs {
 		out, ok := rec.Outputs[o.Name]
 		if !ok {
@@ -368,283 +388,7 @@ func (r *runner) tryHit(ctx context.Context, st *pipeline.Stage, sr *history.Sta
 	r.mu.Lock()
 	r.outputs[st.Name] = rec.Outputs
 	r.mu.Unlock()
-	sr.Status, sr.Duration, sr.Log, sr.Reason = history.Hit, rec.Duration, rec.Log.String(), ""
-	r.emit(Event{Type: EvHit, Stage: st.Name, Key: key, Duration: rec.Duration, Bytes: outputBytes(rec.Outputs)})
 	return true
-}
-
-// execute runs a MISS with retries, then stores its outputs and record.
-func (r *runner) execute(ctx context.Context, st *pipeline.Stage, sr *history.StageRun, pre *cache.Preimage, key digest.Digest) error {
-	dir := filepath.Join(r.dir, st.Name)
-	if err := cache.RemoveAll(dir); err != nil {
-		return r.fail(sr, err)
-	}
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		return r.fail(sr, err)
-	}
-	inputs, recomputed, err := r.materialize(ctx, st, dir)
-	if err != nil {
-		if ctx.Err() != nil {
-			return r.interrupted(sr, ctx)
-		}
-		return r.fail(sr, fmt.Errorf("materialize inputs: %w", err))
-	}
-	if recomputed {
-		// An upstream was re-run because its cached output was corrupt. If
-		// it wrote other bytes this time, this stage has another key now.
-		if now, _, err := r.e.Preimage(r.p, st, r.upstream); err == nil && now.Key() != key {
-			return r.stage(ctx, st.Name)
-		}
-	}
-
-	select {
-	case r.slots <- struct{}{}:
-	case <-ctx.Done():
-		return r.interrupted(sr, ctx)
-	}
-	// The slot is held while the command runs, not while its outputs are
-	// collected and its directory removed: that file-system work would
-	// otherwise keep the next command waiting.
-	holding := true
-	release := func() {
-		if holding {
-			holding = false
-			<-r.slots
-		}
-	}
-	defer release()
-	if r.stopping.Load() {
-		return dag.ErrNotStarted
-	}
-	logPath := filepath.Join(dir, "log")
-	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return r.fail(sr, err)
-	}
-	defer logf.Close()
-
-	r.executed.Add(1)
-	r.emit(Event{Type: EvStart, Stage: st.Name, Key: key, Reason: sr.Reason})
-	started := r.e.Now()
-	sr.Started = started
-	var outDir string
-	var runErr error
-	for attempt := 0; attempt <= st.Retries; attempt++ {
-		sr.Attempts = attempt + 1
-		if attempt > 0 {
-			delay := r.e.Backoff << (attempt - 1)
-			r.emit(Event{Type: EvRetry, Stage: st.Name, Attempt: attempt + 1, Reason: fmt.Sprintf("%v; retrying in %s", runErr, delay)})
-			fmt.Fprintf(logf, "orch: attempt %d failed: %v; retrying in %s\n", attempt, runErr, delay)
-			select {
-			case <-time.After(delay):
-			case <-ctx.Done():
-				return r.interrupted(sr, ctx)
-			}
-		}
-		outDir = filepath.Join(dir, fmt.Sprintf("out%d", attempt+1))
-		runErr = r.attempt(ctx, st, inputs, outDir, filepath.Join(dir, fmt.Sprintf("scratch%d", attempt+1)), logf)
-		if runErr == nil {
-			break
-		}
-		if ctx.Err() != nil {
-			return r.interrupted(sr, ctx)
-		}
-	}
-	sr.Duration = r.e.Now().Sub(started)
-	if runErr != nil && !r.opts.KeepGoing {
-		// Before the slot goes: a stage waiting for it must see the stop.
-		r.stopping.Store(true)
-	}
-	release()
-	logf.Close()
-	if runErr != nil {
-		if b, _ := os.ReadFile(logPath); len(b) > 0 {
-			runErr = fmt.Errorf("%w\n%s", runErr, tail(b, 15))
-		}
-	}
-	// The log becomes a blob by rename, not by a second copy.
-	if logDigest, _, err := digest.File(logPath); err == nil && r.e.Local.AdoptFile(logDigest, logPath) == nil {
-		sr.Log = logDigest.String()
-	}
-	if runErr != nil {
-		return r.fail(sr, runErr)
-	}
-
-	// Collect outputs: blobs first.
-	outs := map[string]cache.Output{}
-	var blobs []digest.Digest
-	for _, o := range st.Outputs {
-		src := filepath.Join(outDir, filepath.FromSlash(o.Path))
-		if _, err := os.Lstat(src); err != nil {
-			return r.fail(sr, fmt.Errorf("output %q was not written at {{outputs.%s}} (%s)", o.Name, o.Name, src))
-		}
-		out, bs, err := r.e.Cache.Collect(ctx, src)
-		if err != nil {
-			return r.fail(sr, fmt.Errorf("output %q: %w", o.Name, err))
-		}
-		outs[o.Name], blobs = out, append(blobs, bs...)
-	}
-	// Inputs must not have changed while the stage ran.
-	after, _, err := r.e.Preimage(r.p, st, r.upstream)
-	if err != nil {
-		return r.fail(sr, fmt.Errorf("re-check inputs: %w", err))
-	}
-	cacheable := st.Cache
-	if after.Key() != key {
-		cacheable = false
-		msg := "inputs changed while the stage ran (" + strings.Join(cache.Diff(st.Name, pre, after), "; ") + "); its result is used but not cached"
-		sr.Error = msg
-		r.emit(Event{Type: EvWarn, Stage: st.Name, Reason: msg})
-	}
-	var logD digest.Digest
-	if sr.Log != "" {
-		logD, _ = digest.Parse(sr.Log)
-		blobs = append(blobs, logD)
-	}
-	if cacheable {
-		rec := &cache.Record{
-			Key: key, Pipeline: r.p.Name, Stage: st.Name, Preimage: *pre, Outputs: outs,
-			Log: logD, Started: started, Duration: sr.Duration,
-		}
-		if err := r.e.Cache.Save(ctx, rec, blobs); err != nil {
-			return r.fail(sr, fmt.Errorf("save record: %w", err))
-		}
-	} else {
-		sr.Key = "" // no record to point at
-	}
-	for name, out := range outs {
-		if err := r.e.Cache.Restore(ctx, out, filepath.Join(r.e.OutDir(r.p.Name, st.Name), name)); err != nil {
-			return r.fail(sr, fmt.Errorf("link output %q: %w", name, err))
-		}
-	}
-	r.mu.Lock()
-	r.outputs[st.Name] = outs
-	r.mu.Unlock()
-	// Clean up now, overlapping other stages, rather than all at the end.
-	_ = cache.RemoveAll(dir)
-	sr.Status = history.Ran
-	r.emit(Event{Type: EvRan, Stage: st.Name, Key: key, Duration: sr.Duration, Bytes: outputBytes(outs)})
-	return nil
-}
-
-func (r *runner) interrupted(sr *history.StageRun, ctx context.Context) error {
-	sr.Status = history.Cancelled
-	sr.Error = "interrupted"
-	return context.Cause(ctx)
-}
-
-// materialize makes each input available at an absolute path: workspace
-// inputs in place, upstream outputs as read-only copies (reflinks where
-// possible) in dir/in/, so a command cannot write into the cache. An
-// upstream output whose cached blob turns out corrupt or missing is
-// recomputed by re-running that upstream stage; recomputed reports it.
-func (r *runner) materialize(ctx context.Context, st *pipeline.Stage, dir string) (paths map[string]string, recomputed bool, err error) {
-	paths = map[string]string{}
-	for _, in := range st.Inputs {
-		if !in.IsRef() {
-			paths[in.Name] = r.e.inputPath(r.p, in)
-			continue
-		}
-		dst := filepath.Join(dir, "in", in.Name)
-		for try := 0; ; try++ {
-			outs, _ := r.upstream(in.Stage)
-			err := r.e.Cache.RestoreCopy(ctx, outs[in.Output], dst)
-			if err == nil {
-				break
-			}
-			_ = cache.RemoveAll(dst)
-			if try > 0 || !(errors.Is(err, store.ErrCorrupt) || errors.Is(err, store.ErrNotFound)) {
-				return nil, recomputed, fmt.Errorf("input %q (%s): %w", in.Name, in.Source, err)
-			}
-			r.emit(Event{Type: EvWarn, Stage: in.Stage, Reason: fmt.Sprintf("cached output %s unusable (%v); re-running %s", in.Output, err, in.Stage)})
-			if err := r.recompute(ctx, in.Stage); err != nil {
-				return nil, recomputed, fmt.Errorf("input %q: re-running %s: %w", in.Name, in.Stage, err)
-			}
-			recomputed = true
-		}
-		paths[in.Name] = dst
-	}
-	return paths, recomputed, nil
-}
-
-type recomputation struct {
-	once sync.Once
-	err  error
-}
-
-// recompute re-executes stage up, a HIT whose cached output proved corrupt,
-// once per run however many stages below it ask.
-func (r *runner) recompute(ctx context.Context, up string) error {
-	r.recomputeMu.Lock()
-	rc, ok := r.recomputed[up]
-	if !ok {
-		rc = &recomputation{}
-		r.recomputed[up] = rc
-	}
-	r.recomputeMu.Unlock()
-	rc.once.Do(func() {
-		st := r.p.Stages[up]
-		sr := r.stageRun(up)
-		pre, _, err := r.e.Preimage(r.p, st, r.upstream)
-		if err != nil {
-			rc.err = err
-			return
-		}
-		key := pre.Key()
-		unlock, err := r.e.Local.Lock(ctx, key, nil)
-		if err != nil {
-			rc.err = err
-			return
-		}
-		defer unlock()
-		sr.Reason = "cached output corrupt"
-		rc.err = r.execute(ctx, st, sr, pre, key)
-	})
-	return rc.err
-}
-
-// attempt runs one attempt with fresh, empty output and scratch directories
-// (siblings, not nested: every mkdir counts at 1000 stages).
-func (r *runner) attempt(ctx context.Context, st *pipeline.Stage, inputs map[string]string, outRoot, scratch string, logf *os.File) error {
-	for _, d := range []string{outRoot, scratch} {
-		if err := os.Mkdir(d, 0o755); err != nil {
-			return err
-		}
-	}
-	t := &stages.Task{
-		Pipeline: r.p.Name, Stage: st.Name, Dir: r.p.Root, Command: st.Run, Params: st.Params,
-		Inputs: inputs, Outputs: map[string]string{}, Scratch: scratch, Log: logf,
-	}
-	env := os.Environ()
-	env = append(env, "ORCH_PIPELINE="+r.p.Name, "ORCH_STAGE="+st.Name, "ORCH_SCRATCH="+scratch, "ORCH_WORKSPACE="+r.p.Root)
-	for _, o := range st.Outputs {
-		p := filepath.Join(outRoot, filepath.FromSlash(o.Path))
-		if strings.Contains(o.Path, "/") {
-			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-				return err
-			}
-		}
-		t.Outputs[o.Name] = p
-		env = append(env, "ORCH_OUTPUT_"+stages.EnvName(o.Name)+"="+p)
-	}
-	for name, p := range inputs {
-		env = append(env, "ORCH_INPUT_"+stages.EnvName(name)+"="+p)
-	}
-	for name, v := range st.Params {
-		env = append(env, "ORCH_PARAM_"+stages.EnvName(name)+"="+v.Text)
-	}
-	t.Env = env
-	actx := ctx
-	if st.Timeout > 0 {
-		var cancel context.CancelFunc
-		actx, cancel = context.WithTimeoutCause(ctx, st.Timeout, fmt.Errorf("timed out after %s", st.Timeout))
-		defer cancel()
-	}
-	err := st.Kind.Run(actx, t)
-	if err == nil && actx.Err() != nil {
-		err = context.Cause(actx)
-	}
-	return err
 }
 
 func outputBytes(outs map[string]cache.Output) int64 {
@@ -653,14 +397,6 @@ func outputBytes(outs map[string]cache.Output) int64 {
 		n += o.Size
 	}
 	return n
-}
-
-func tail(b []byte, n int) string {
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return "  | " + strings.Join(lines, "\n  | ")
 }
 
 func sortedOutputNames(rec *cache.Record) []string {

@@ -80,6 +80,10 @@ type StageRun struct {
 	Attempts int           `json:"attempts,omitempty"`
 	Log      string        `json:"log,omitempty"` // digest of the captured log
 	Error    string        `json:"error,omitempty"`
+	// Job and SlurmState are the last Slurm job of a stage run by the Slurm
+	// executor, and how it ended.
+	Job        string `json:"job,omitempty"`
+	SlurmState string `json:"slurm_state,omitempty"`
 }
 
 // Head is one key a stage produced.

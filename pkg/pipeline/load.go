@@ -37,6 +37,8 @@ type Options struct {
 	Params map[string]string
 	// Kinds binds `kind:` names to implementations.
 	Kinds *stages.Registry
+	// Executor, if set, runs every stage there (`--executor`).
+	Executor string
 }
 
 var (
@@ -48,8 +50,8 @@ var (
 )
 
 var (
-	topKeys   = []string{"name", "version", "description", "params", "stages", "cache", "schedule", "on_failure"}
-	stageKeys = []string{"kind", "run", "description", "code", "inputs", "outputs", "params", "env", "timeout", "retries", "cache", "needs"}
+	topKeys   = []string{"name", "version", "description", "params", "stages", "cache", "schedule", "on_failure", "executor", "slurm"}
+	stageKeys = []string{"kind", "run", "description", "code", "inputs", "outputs", "params", "env", "timeout", "retries", "cache", "needs", "executor", "resources"}
 )
 
 // Load reads and validates the pipeline file at file.
@@ -130,6 +132,7 @@ func Parse(file string, data []byte, opts Options) (*Pipeline, error) {
 		return nil, l.errs
 	}
 	p := l.pipeline(doc.Content[0])
+	l.executors(p)
 	if len(l.errs) > 0 {
 		return nil, l.errs.sorted()
 	}
@@ -304,7 +307,7 @@ type outputSpec struct {
 }
 
 func (l *loader) pipeline(root *yaml.Node) *Pipeline {
-	p := &Pipeline{Root: l.root, Params: map[string]stages.Param{}, Stages: map[string]*Stage{}, Graph: dag.New()}
+	p := &Pipeline{Root: l.root, Params: map[string]stages.Param{}, Stages: map[string]*Stage{}, Graph: dag.New(), Slurm: DefaultSlurm}
 	var stagesNode, nameNode, scheduleNode *yaml.Node
 	l.mapping(root, "the pipeline", topKeys, func(key string, k, v *yaml.Node) {
 		switch key {
@@ -338,6 +341,10 @@ func (l *loader) pipeline(root *yaml.Node) *Pipeline {
 			scheduleNode = v
 		case "on_failure":
 			p.OnFailure = l.onFailure(v)
+		case "executor":
+			p.Executor = l.executorName(v)
+		case "slurm":
+			p.Slurm = l.slurmSection(v)
 		}
 	})
 	if r := resolve(root); r.Kind != yaml.MappingNode {
@@ -579,6 +586,10 @@ func (l *loader) stage(p *Pipeline, s *stageSpec) *Stage {
 				l.errAt(v, "cache must be true or false, got %s", kindName(vv))
 			}
 			st.Cache = b
+		case "executor":
+			st.Executor = l.executorName(v)
+		case "resources":
+			st.Resources = l.resources(v)
 		}
 	})
 	// Inputs: references are resolved by the caller; here every value is a

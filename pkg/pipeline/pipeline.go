@@ -25,6 +25,11 @@ type Pipeline struct {
 	Schedule *Schedule
 	// OnFailure is the `on_failure:` section, nil if none.
 	OnFailure *OnFailure
+	// Executor is the top-level `executor:` ("" if absent); each stage's
+	// Executor is resolved from it.
+	Executor string
+	// Slurm is the `slurm:` section (DefaultSlurm if absent).
+	Slurm Slurm
 }
 
 // Cache is a pipeline's `cache:` section.
@@ -52,6 +57,9 @@ type Stage struct {
 	Retries  int
 	Cache    bool
 	Needs    []string // order-only upstream stages
+	// Executor is where a MISS runs: ExecLocal or ExecSlurm.
+	Executor  string
+	Resources Resources
 }
 
 // Input is a named input of a stage.
