@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/orch-dev/orch/pkg/digest"
+	"github.com/orch-dev/orch/pkg/fsx"
 	"github.com/orch-dev/orch/pkg/store"
 )
 
@@ -363,7 +364,7 @@ func linkOrCopy(src, dst string, exec bool) error {
 // file system shares extents, a byte copy otherwise. The file is created
 // with its final mode, so no chmod or rename follows.
 func cloneOrCopy(src, dst string, exec bool) error {
-	in, err := os.Open(src)
+	in, err := fsx.Open(src, os.O_RDONLY, 0)
 	if err != nil {
 		return err
 	}
@@ -372,7 +373,7 @@ func cloneOrCopy(src, dst string, exec bool) error {
 	if exec {
 		mode = 0o555
 	}
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, mode)
+	out, err := fsx.Open(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, mode)
 	if err != nil {
 		return err
 	}

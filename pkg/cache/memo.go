@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/orch-dev/orch/pkg/digest"
+	"github.com/orch-dev/orch/pkg/fsx"
 )
 
 // memoVersion is bumped when the memo's encoding changes; an old memo is
@@ -54,7 +55,7 @@ type Memo struct {
 // one: the memo is an optimisation and never a source of truth.
 func LoadMemo(path string) *Memo {
 	m := &Memo{path: path, now: time.Now, entries: map[string]memoEntry{}}
-	f, err := os.Open(path)
+	f, err := fsx.Open(path, os.O_RDONLY, 0)
 	if err != nil {
 		return m
 	}

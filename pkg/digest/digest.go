@@ -8,6 +8,8 @@ import (
 	"os"
 
 	"github.com/zeebo/blake3"
+
+	"github.com/orch-dev/orch/pkg/fsx"
 )
 
 // Size is the length of a Digest in bytes.
@@ -82,7 +84,7 @@ func serialReader(r io.Reader) (Digest, int64, error) {
 // File returns the digest and size of the file at path. Big files are hashed
 // on all cores, memory-mapped where the platform allows.
 func File(path string) (Digest, int64, error) {
-	f, err := os.Open(path)
+	f, err := fsx.Open(path, os.O_RDONLY, 0)
 	if err != nil {
 		return Zero, 0, err
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/orch-dev/orch/pkg/cache"
 	"github.com/orch-dev/orch/pkg/dag"
 	"github.com/orch-dev/orch/pkg/digest"
+	"github.com/orch-dev/orch/pkg/fsx"
 	"github.com/orch-dev/orch/pkg/history"
 	"github.com/orch-dev/orch/pkg/pipeline"
 	"github.com/orch-dev/orch/pkg/stages"
@@ -74,7 +75,7 @@ func (r *runner) execute(ctx context.Context, st *pipeline.Stage, sr *history.St
 		return dag.ErrNotStarted
 	}
 	logPath := filepath.Join(dir, "log")
-	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	logf, err := fsx.Open(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return r.fail(sr, err)
 	}
@@ -113,15 +114,25 @@ func (r *runner) execute(ctx context.Context, st *pipeline.Stage, sr *history.St
 		r.stopping.Store(true)
 	}
 	release()
+	logInfo, logErr := logf.Stat()
 	logf.Close()
-	if runErr != nil {
+	if runErr != nil && logErr == nil && logInfo.Size() > 0 {
 		if b, _ := os.ReadFile(logPath); len(b) > 0 {
 			runErr = fmt.Errorf("%w\n%s", runErr, tail(b, 15))
 		}
 	}
-	// The log becomes a blob by rename, not by a second copy.
-	if logDigest, _, err := digest.File(logPath); err == nil && r.e.Local.AdoptFile(logDigest, logPath) == nil {
-		sr.Log = logDigest.String()
+	switch {
+	case logErr == nil && logInfo.Size() == 0:
+		// Most commands print nothing: all their logs are one blob,
+		// stored once per run, and the file is not hashed.
+		if d, err := r.emptyLog(ctx); err == nil {
+			sr.Log = d.String()
+		}
+	default:
+		// The log becomes a blob by rename, not by a second copy.
+		if logDigest, _, err := digest.File(logPath); err == nil && r.e.Local.AdoptFile(logDigest, logPath) == nil {
+			sr.Log = logDigest.String()
+		}
 	}
 	if runErr != nil {
 		return r.fail(sr, runErr)

@@ -114,9 +114,20 @@ type runner struct {
 	recomputeMu sync.Mutex
 	recomputed  map[string]*recomputation // upstream stages re-run for a corrupt output
 
+	emptyOnce sync.Once // emptyLog
+	emptyD    digest.Digest
+	emptyErr  error
+
 	mu      sync.Mutex
 	outputs map[string]map[string]cache.Output
 	stages  map[string]*history.StageRun
+}
+
+// emptyLog stores the empty blob, the log of every command that prints
+// nothing, once per run, and returns its digest.
+func (r *runner) emptyLog(ctx context.Context) (digest.Digest, error) {
+	r.emptyOnce.Do(func() { r.emptyD, r.emptyErr = r.e.Cache.PutBytes(ctx, nil) })
+	return r.emptyD, r.emptyErr
 }
 
 func (r *runner) emit(ev Event) {

@@ -9,8 +9,11 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
+
+	"github.com/orch-dev/orch/pkg/fsx"
 )
 
 // Exec runs a shell command (`run:`) in its own process group.
@@ -118,6 +121,9 @@ func ShellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
+// devNull is /dev/null, opened once for every command's standard input.
+var devNull = sync.OnceValues(func() (*os.File, error) { return fsx.Open(os.DevNull, os.O_RDONLY, 0) })
+
 // Run implements Kind: sh -c COMMAND in the workspace, in a new process
 // group. When ctx ends, the group gets SIGTERM, then SIGKILL after Grace.
 // Whatever the command left running in its group is killed when it exits.
@@ -130,6 +136,11 @@ func (e *Exec) Run(ctx context.Context, t *Task) error {
 	cmd.Dir = t.Dir
 	cmd.Env = t.Env
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Commands read nothing: one /dev/null for all of them, rather than
+	// os/exec opening it for each.
+	if null, err := devNull(); err == nil {
+		cmd.Stdin = null
+	}
 	// An *os.File is handed to the child as is: no copying goroutine, so a
 	// background grandchild holding the descriptor cannot block Wait.
 	cmd.Stdout, cmd.Stderr = t.Log, t.Log

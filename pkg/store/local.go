@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/orch-dev/orch/pkg/digest"
+	"github.com/orch-dev/orch/pkg/fsx"
 )
 
 // Local is a Store on a local directory:
@@ -77,7 +78,7 @@ func (l *Local) PutBlob(_ context.Context, d digest.Digest, r io.Reader) error {
 	if _, err := os.Stat(final); err == nil {
 		return nil
 	}
-	tmp, err := os.CreateTemp(filepath.Join(l.root, "tmp"), "blob-*")
+	tmp, err := fsx.CreateTemp(filepath.Join(l.root, "tmp"), "blob-*")
 	if err != nil {
 		return fmt.Errorf("put blob %s: %w", d.Short(), err)
 	}
@@ -148,7 +149,7 @@ func (l *Local) rename(tmp, final string) error {
 
 // OpenBlob implements Store.
 func (l *Local) OpenBlob(_ context.Context, d digest.Digest) (io.ReadCloser, error) {
-	f, err := os.Open(l.BlobPath(d))
+	f, err := fsx.Open(l.BlobPath(d), os.O_RDONLY, 0)
 	if err != nil {
 		return nil, notFound("blob", d, err)
 	}
@@ -170,46 +171,16 @@ func (l *Local) ListBlobs(ctx context.Context, fn func(digest.Digest, int64) err
 
 // GetRecord implements Store.
 func (l *Local) GetRecord(_ context.Context, key digest.Digest) ([]byte, error) {
-	b, err := readSmallFile(l.recordPath(key))
+	b, err := fsx.ReadFile(l.recordPath(key))
 	if err != nil {
 		return nil, notFound("record", key, err)
 	}
 	return b, nil
 }
 
-// readSmallFile is os.ReadFile for files of a few KiB read by the thousand
-// (records, on every plan): open, read to EOF, close — without the stat and
-// the poller registration os.File makes, half of os.ReadFile's system calls.
-func readSmallFile(path string) ([]byte, error) {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	for err == unix.EINTR {
-		fd, err = unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	}
-	if err != nil {
-		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
-	}
-	defer unix.Close(fd)
-	b := make([]byte, 0, 2048)
-	for {
-		if len(b) == cap(b) {
-			b = append(b, 0)[:len(b)]
-		}
-		n, err := unix.Read(fd, b[len(b):cap(b)])
-		switch {
-		case err == unix.EINTR:
-			continue
-		case err != nil:
-			return nil, &fs.PathError{Op: "read", Path: path, Err: err}
-		case n == 0:
-			return b, nil
-		}
-		b = b[:len(b)+n]
-	}
-}
-
 // PutRecord implements Store.
 func (l *Local) PutRecord(_ context.Context, key digest.Digest, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Join(l.root, "tmp"), "record-*")
+	tmp, err := fsx.CreateTemp(filepath.Join(l.root, "tmp"), "record-*")
 	if err != nil {
 		return fmt.Errorf("put record %s: %w", key.Short(), err)
 	}
@@ -290,7 +261,7 @@ func (l *Local) Sync() error {
 // retries until the lock is free or ctx ends. The returned func releases it.
 func (l *Local) Lock(ctx context.Context, key digest.Digest, waiting func()) (func(), error) {
 	path := filepath.Join(l.root, "locks", key.String()+".lock")
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+	f, err := fsx.Open(path, os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("lock %s: %w", key.Short(), err)
 	}
