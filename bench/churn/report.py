@@ -97,11 +97,19 @@ for name in ("orch-warm", "orch-edit"):
               f"{wall:.2f} | {cpu:.2f} | {rss:.2f} | {summary.split(' · ')[0]} |")
 
 
-def pairs(a, b):
-    """Per-round ratios a/b of wall time (rounds are the alternating pairs)."""
+def pairs(a, b, what="wall"):
+    """Per-round ratios a/b of wall (or CPU) time (rounds are the alternating pairs)."""
     if a not in res or b not in res:
         return None
-    return [x["wall"] / y["wall"] for x, y in zip(res[a], res[b])]
+    return [x[what] / y[what] for x, y in zip(res[a], res[b])]
+
+
+print()
+print("Ratios per round (wall; CPU = user + system, less sensitive to other load on the machine):")
+for a, b in (("orch-ipf", "polars"), ("orch-ipf", "duckdb"), ("pandas", "orch-full")):
+    w, c = pairs(a, b), pairs(a, b, "cpu")
+    if w:
+        print(f"- {a} ÷ {b}: wall {rng(w)}, CPU {rng(c)}")
 
 
 print()
@@ -117,14 +125,14 @@ def target(ok, text):
 r = pairs("orch-ipf", "polars")
 if r:
     target(med(r) <= 1.0, f"ingest + preprocess + features + Parquet no slower than Polars: "
-           f"orch ÷ Polars wall = {rng(r)} per round")
+           f"orch ÷ Polars wall = {rng(r)} per round, CPU {rng(pairs('orch-ipf', 'polars', 'cpu'))}")
 if "orch-ipf" in res:
     gib = max(x["rss"] for x in res["orch-ipf"])
     target(gib < 1.0, f"ingest + preprocess + features peak memory under 1 GiB: {gib:.2f} GiB (worst round)")
 r = pairs("pandas", "orch-full")
 if r:
     target(med(r) >= 5.0, f"whole pipeline at least 5× faster than pandas (with training and AUC): "
-           f"pandas ÷ orch wall = {rng(r)} per round")
+           f"pandas ÷ orch wall = {rng(r)} per round, CPU {rng(pairs('pandas', 'orch-full', 'cpu'))}")
 rep = os.path.join(logdir, "orch-report.json")
 if os.path.exists(rep):
     auc = json.load(open(rep))["auc"]

@@ -63,26 +63,36 @@ func wtBatch(r *rand.Rand, first, n int) arrow.RecordBatch {
 	return b.NewRecordBatch()
 }
 
-// wtSerial writes recs with pqarrow's own (serial) writer and the same
-// properties: the reference the concurrent writer must agree with.
-func wtSerial(t testing.TB, path string, recs []arrow.RecordBatch, rowGroup int) {
+// wtSerial writes recs with pqarrow's own (serial) writer and the
+// properties Create uses: the reference the concurrent writer must agree
+// with, and the baseline of BenchmarkWriter.
+func wtSerial(t testing.TB, path string, sc *arrow.Schema, recs []arrow.RecordBatch, rowGroup int) {
 	f, err := os.Create(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	props := parquet.NewWriterProperties(parquet.WithCompression(compress.Codecs.Zstd), parquet.WithCompressionLevel(1),
-		parquet.WithDictionaryDefault(false), parquet.WithDictionaryFor("plan", true), parquet.WithDictionaryFor("note", true),
-		parquet.WithMaxRowGroupLength(int64(rowGroup)))
-	fw, err := pqarrow.NewFileWriter(wtSchema, f, props, pqarrow.NewArrowWriterProperties(pqarrow.WithStoreSchema()))
+	opts := []parquet.WriterProperty{parquet.WithCompression(compress.Codecs.Zstd), parquet.WithCompressionLevel(1),
+		parquet.WithDictionaryDefault(false), parquet.WithMaxRowGroupLength(int64(rowGroup))}
+	for _, fl := range sc.Fields() {
+		if id := fl.Type.ID(); id == arrow.STRING || id == arrow.DICTIONARY {
+			opts = append(opts, parquet.WithDictionaryFor(fl.Name, true))
+		}
+	}
+	fw, err := pqarrow.NewFileWriter(sc, f, parquet.NewWriterProperties(opts...), pqarrow.NewArrowWriterProperties(pqarrow.WithStoreSchema()))
 	if err != nil {
 		t.Fatal(err)
 	}
+	wtFeed(t, recs, fw.WriteBuffered, fw.Close)
+}
+
+// wtFeed writes recs with write, then closes.
+func wtFeed(t testing.TB, recs []arrow.RecordBatch, write func(arrow.RecordBatch) error, close func() error) {
 	for _, rec := range recs {
-		if err := fw.WriteBuffered(rec); err != nil {
+		if err := write(rec); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := fw.Close(); err != nil {
+	if err := close(); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -157,20 +167,9 @@ func TestWriterMatchesPqarrow(t *testing.T) {
 	for _, workers := range []int{1, 3} {
 		t.Run(fmt.Sprint("workers=", workers), func(t *testing.T) {
 			got := filepath.Join(dir, fmt.Sprint("got", workers))
-			w, err := CreateWith(got, wtSchema, Options{Workers: workers, RowGroupRows: 1000})
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, rec := range recs {
-				if err := w.Write(rec); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if err := w.Close(); err != nil {
-				t.Fatal(err)
-			}
+			wtWrite(t, got, wtSchema, recs, Options{Workers: workers, RowGroupRows: 1000})
 			want := filepath.Join(dir, "want")
-			wtSerial(t, want, recs, 1000)
+			wtSerial(t, want, wtSchema, recs, 1000)
 			wtEqual(t, got, want)
 			if g, w := fmt.Sprint(wtRowGroups(t, got)), fmt.Sprint(wtRowGroups(t, want)); g != w {
 				t.Errorf("row groups %s, want %s", g, w)
@@ -208,7 +207,7 @@ func TestWriterRowGroup(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := filepath.Join(dir, "want")
-	wtSerial(t, want, parts, 1000)
+	wtSerial(t, want, wtSchema, parts, 1000)
 	wtEqual(t, got, want)
 
 	w, err = CreateWith(filepath.Join(dir, "bad"), wtSchema, Options{RowGroupRows: 1000})
@@ -281,25 +280,8 @@ func BenchmarkWriter(b *testing.B) {
 	dir := b.TempDir()
 	b.Run("pqarrow", func(b *testing.B) {
 		defer wtCPU(b)()
-		props := parquet.NewWriterProperties(parquet.WithCompression(compress.Codecs.Zstd), parquet.WithCompressionLevel(1),
-			parquet.WithDictionaryDefault(false), parquet.WithMaxRowGroupLength(MaxRowGroup))
 		for range b.N {
-			f, err := os.Create(filepath.Join(dir, "serial"))
-			if err != nil {
-				b.Fatal(err)
-			}
-			fw, err := pqarrow.NewFileWriter(sc, f, props, pqarrow.NewArrowWriterProperties(pqarrow.WithStoreSchema()))
-			if err != nil {
-				b.Fatal(err)
-			}
-			for _, rec := range recs {
-				if err := fw.WriteBuffered(rec); err != nil {
-					b.Fatal(err)
-				}
-			}
-			if err := fw.Close(); err != nil {
-				b.Fatal(err)
-			}
+			wtSerial(b, filepath.Join(dir, "serial"), sc, recs, MaxRowGroup)
 		}
 	})
 	b.Run("table", func(b *testing.B) { wtBench(b, filepath.Join(dir, "parallel"), sc, recs, Options{}) })
@@ -321,17 +303,15 @@ func wtCPU(b *testing.B) func() {
 func wtBench(b *testing.B, path string, sc *arrow.Schema, recs []arrow.RecordBatch, opt Options) {
 	defer wtCPU(b)()
 	for range b.N {
-		w, err := CreateWith(path, sc, opt)
-		if err != nil {
-			b.Fatal(err)
-		}
-		for _, rec := range recs {
-			if err := w.Write(rec); err != nil {
-				b.Fatal(err)
-			}
-		}
-		if err := w.Close(); err != nil {
-			b.Fatal(err)
-		}
+		wtWrite(b, path, sc, recs, opt)
 	}
+}
+
+// wtWrite writes recs with a Writer.
+func wtWrite(t testing.TB, path string, sc *arrow.Schema, recs []arrow.RecordBatch, opt Options) {
+	w, err := CreateWith(path, sc, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wtFeed(t, recs, w.Write, w.Close)
 }
