@@ -315,3 +315,32 @@ func wtWrite(t testing.TB, path string, sc *arrow.Schema, recs []arrow.RecordBat
 	}
 	wtFeed(t, recs, w.Write, w.Close)
 }
+
+// Options.NoStats leaves out the min/max statistics of the columns it
+// names, and only those.
+func TestWriterNoStats(t *testing.T) {
+	rec := wtBatch(rand.New(rand.NewPCG(7, 8)), 0, 100)
+	defer rec.Release()
+	path := filepath.Join(t.TempDir(), "t")
+	noStats := make([]bool, wtSchema.NumFields())
+	noStats[3] = true // f32
+	wtWrite(t, path, wtSchema, []arrow.RecordBatch{rec}, Options{NoStats: noStats})
+	r, err := file.OpenParquetFile(path, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for i := range wtSchema.NumFields() {
+		cc, err := r.MetaData().RowGroup(0).ColumnChunk(i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		set, err := cc.StatsSet()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if set == noStats[i] {
+			t.Errorf("column %s: statistics set %v, want %v", wtSchema.Field(i).Name, set, !noStats[i])
+		}
+	}
+}
