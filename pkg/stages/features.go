@@ -971,6 +971,9 @@ func (p *featPlan) transform(ctx context.Context, src *featSource, out string, o
 			noStats = append(noStats, onehot)
 		}
 	}
+	if len(noStats) != outSchema.NumFields() {
+		noStats = nil // slots and schema disagree: keep every statistic
+	}
 	w, err := table.CreateWith(out, outSchema, table.Options{NoStats: noStats})
 	if err != nil {
 		return 0, fmt.Errorf("features: create %s: %w", out, err)
