@@ -62,6 +62,7 @@ type Writer struct {
 	rgw    file.BufferedRowGroupWriter // the open row group, or nil
 	rgRows int
 	closed bool
+	err    error // the first write error: the file is unusable
 }
 
 // Create opens a Writer for schema at path with the default Options.
@@ -133,9 +134,17 @@ func CreateWith(path string, schema *arrow.Schema, opt Options) (*Writer, error)
 // and splitting the batch where a row group fills up), its columns encoded
 // concurrently.
 func (w *Writer) Write(rec arrow.RecordBatch) error {
-	if w.closed {
-		return fmt.Errorf("%s: write after close", w.path)
+	if err := w.usable(); err != nil {
+		return err
 	}
+	if err := w.write(rec); err != nil {
+		w.err = err
+		return err
+	}
+	return nil
+}
+
+func (w *Writer) write(rec arrow.RecordBatch) error {
 	if int(rec.NumCols()) != w.schema.NumFields() {
 		return fmt.Errorf("%s: batch has %d columns, the table %d", w.path, rec.NumCols(), w.schema.NumFields())
 	}
@@ -176,9 +185,25 @@ func (w *Writer) Write(rec arrow.RecordBatch) error {
 // column c, in row order, totalling rows; fill runs for different columns
 // concurrently, so a caller can convert its columns in parallel too.
 func (w *Writer) WriteRowGroup(ctx context.Context, rows int, fill func(ctx context.Context, c int, put func(arrow.Array) error) error) error {
+	if err := w.usable(); err != nil {
+		return err
+	}
+	if err := w.writeRowGroup(ctx, rows, fill); err != nil {
+		w.err = err
+		return err
+	}
+	return nil
+}
+
+// usable returns why the writer cannot take more rows, if it cannot.
+func (w *Writer) usable() error {
 	if w.closed {
 		return fmt.Errorf("%s: write after close", w.path)
 	}
+	return w.err
+}
+
+func (w *Writer) writeRowGroup(ctx context.Context, rows int, fill func(ctx context.Context, c int, put func(arrow.Array) error) error) error {
 	if rows > w.maxRows {
 		return fmt.Errorf("%s: row group of %d rows, at most %d", w.path, rows, w.maxRows)
 	}
@@ -322,10 +347,15 @@ func defLevels(buf []int16, a arrow.Array) []int16 {
 	return buf
 }
 
-// Close writes the open row group and finishes the file.
+// Close writes the open row group and finishes the file. After a failed
+// write it only closes the file and returns that failure.
 func (w *Writer) Close() error {
 	if w.closed {
 		return nil
+	}
+	if w.err != nil {
+		w.Abort()
+		return w.err
 	}
 	var err error
 	if w.rgw != nil {

@@ -214,7 +214,6 @@ func TestWriterRowGroup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer w.Abort()
 	err = w.WriteRowGroup(t.Context(), 1000, func(_ context.Context, c int, put func(arrow.Array) error) error {
 		if c == 3 {
 			return put(parts[0].Column(c))
@@ -228,6 +227,13 @@ func TestWriterRowGroup(t *testing.T) {
 	})
 	if err == nil || !strings.Contains(err.Error(), "column f32: 300 rows, want 1000") {
 		t.Errorf("short column: got %v", err)
+	}
+	// The writer is unusable after a failure: more rows and Close report it.
+	if err := w.Write(parts[0]); err == nil || !strings.Contains(err.Error(), "300 rows") {
+		t.Errorf("Write after a failure: got %v", err)
+	}
+	if err := w.Close(); err == nil || !strings.Contains(err.Error(), "300 rows") {
+		t.Errorf("Close after a failure: got %v", err)
 	}
 }
 
