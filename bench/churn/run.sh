@@ -20,9 +20,11 @@
 # train, validate and deploy only).
 #
 # Installs what is missing: Debian's python3-numpy python3-pandas
-# python3-sklearn and nodejs npm (apt), the peers' npm packages (npm install
-# with the baselines' package.json, in $WORK/peers). Generates the CSV with
-# gen_churn.py once (ROWS rows) and builds orch from this work tree.
+# python3-sklearn (apt), nodejs and npm when there is no node at all (the
+# machine image ships Node 20, which the baselines' package.json asks for),
+# and the peers' npm packages (npm install with the baselines' package.json,
+# in $WORK/peers). Generates the CSV with gen_churn.py once (ROWS rows) and
+# builds orch from this work tree.
 #
 # Environment: RUNS (3), ROWS (3000000), WORK (/tmp/orch-churn-bench),
 # BASELINES (../shared/baselines beside the repository), TOOLS ("orch-full
