@@ -958,7 +958,23 @@ func (p *featPlan) transform(ctx context.Context, src *featSource, out string, o
 	}
 	need := p.need(roots)
 	cols := p.inputs(need, p.keep)
-	w, err := table.Create(out, outSchema)
+	// One-hot columns are 0/1 by construction: min/max statistics would
+	// tell a reader nothing.
+	var noStats []bool
+	for _, sl := range p.slots {
+		onehot := sl.op >= 0 && p.ops[sl.op].kind == "onehot"
+		n := 1
+		if onehot {
+			n = len(p.ops[sl.op].outs)
+		}
+		for range n {
+			noStats = append(noStats, onehot)
+		}
+	}
+	if len(noStats) != outSchema.NumFields() {
+		noStats = nil // slots and schema disagree: keep every statistic
+	}
+	w, err := table.CreateWith(out, outSchema, table.Options{NoStats: noStats})
 	if err != nil {
 		return 0, fmt.Errorf("features: create %s: %w", out, err)
 	}

@@ -24,6 +24,8 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/compute"
 	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/orch-dev/orch/pkg/stages/table"
 )
 
 // Ingest reads a data source into the table output, a Parquet file:
@@ -1465,13 +1467,11 @@ func ingSampleHash(seed, i int64) uint64 {
 // group at a time, each row group's columns concurrently. A row group's
 // pieces are released once written.
 func (r *ingRun) write(out string, schema *arrow.Schema, finals []*ingFinal, masks []*array.Boolean, kept int64) error {
-	w, err := ingCreate(out, schema, func() []bool {
-		d := make([]bool, len(finals))
-		for i, fc := range finals {
-			d[i] = fc.pdict
-		}
-		return d
-	}())
+	dict := make([]bool, len(finals))
+	for i, fc := range finals {
+		dict[i] = fc.pdict
+	}
+	w, err := table.CreateWith(out, schema, table.Options{Dict: dict, Workers: r.workers})
 	if err != nil {
 		return err
 	}
@@ -1485,11 +1485,11 @@ func (r *ingRun) write(out string, schema *arrow.Schema, finals []*ingFinal, mas
 			n = ingCountTrue(masks[k])
 		}
 		for start := 0; start < n; {
-			take := min(n-start, ingMaxRowGroup-curRows)
+			take := min(n-start, table.MaxRowGroup-curRows)
 			cur = append(cur, seg{k, start, start + take})
 			curRows += take
 			start += take
-			if curRows == ingMaxRowGroup {
+			if curRows == table.MaxRowGroup {
 				groups = append(groups, cur)
 				cur, curRows = nil, 0
 			}
@@ -1503,7 +1503,7 @@ func (r *ingRun) write(out string, schema *arrow.Schema, finals []*ingFinal, mas
 		for _, s := range g {
 			rows += s.end - s.start
 		}
-		err := w.writeRowGroup(r.ctx, rows, r.workers, func(ctx context.Context, c int, put func(arrow.Array) error) error {
+		err := w.WriteRowGroup(r.ctx, rows, func(ctx context.Context, c int, put func(arrow.Array) error) error {
 			for _, s := range g {
 				ch := r.chunks[s.chunk]
 				a, err := finals[c].convert(ctx, &ch.pieces[c], s.chunk, masks[s.chunk])
@@ -1524,7 +1524,7 @@ func (r *ingRun) write(out string, schema *arrow.Schema, finals []*ingFinal, mas
 			return nil
 		})
 		if err != nil {
-			w.abort()
+			w.Abort()
 			return err
 		}
 		// Release the pieces no later group needs.
@@ -1538,7 +1538,7 @@ func (r *ingRun) write(out string, schema *arrow.Schema, finals []*ingFinal, mas
 			}
 		}
 	}
-	return w.close()
+	return w.Close()
 }
 
 // convert turns piece p (of chunk k) into the final type, keeping the rows

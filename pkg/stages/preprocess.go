@@ -494,6 +494,9 @@ func (p *ppPlan) scan(ctx context.Context, path string, cols []string, online bo
 	}
 	defer r.Close()
 	sc := r.Schema()
+	if online {
+		ppReserve(stats, opsNumRows(path))
+	}
 	var keys []*opsKeys
 	for _, k := range p.keys {
 		ok, _ := newOpsKeys(sc.Field(opsIndex(sc, k)).Type)
@@ -611,6 +614,13 @@ func ppGather(ctx context.Context, path string, cols []string, keep []bool, stat
 	}
 	defer r.Close()
 	sc := r.Schema()
+	kept := 0
+	for _, k := range keep {
+		if k {
+			kept++
+		}
+	}
+	ppReserve(stats, int64(kept))
 	off := 0
 	for {
 		if err := ctx.Err(); err != nil {
@@ -628,6 +638,17 @@ func ppGather(ctx context.Context, path string, cols []string, keep []bool, stat
 			return fmt.Errorf("preprocess %s: %w", path, err)
 		}
 		off += n
+	}
+}
+
+// ppReserve makes room for rows values in the statistics that keep them
+// (for medians and quantiles), so collecting them does not copy them over
+// and over as the slices grow.
+func ppReserve(stats []*ppStat, rows int64) {
+	for _, s := range stats {
+		if s.needV && s.vals == nil {
+			s.vals = make([]float64, 0, rows)
+		}
 	}
 }
 

@@ -6,5 +6,7 @@
 //   - Batch: an arrow.RecordBatch of up to BatchRows rows.
 //   - Table file: Parquet, zstd-compressed, with the Arrow schema stored so
 //     dictionary-encoded and narrow types round-trip; readable by pandas,
-//     Polars and DuckDB.
+//     Polars and DuckDB. Writer encodes and compresses the columns of a
+//     row group concurrently (pqarrow's writer does one column after
+//     another); the values are the same.
 package table

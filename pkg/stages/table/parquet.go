@@ -8,62 +8,12 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
-	"github.com/apache/arrow-go/v18/parquet"
-	"github.com/apache/arrow-go/v18/parquet/compress"
 	"github.com/apache/arrow-go/v18/parquet/file"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 )
 
 // BatchRows is the number of rows per record batch the kinds aim for.
 const BatchRows = 64 * 1024
-
-// Writer writes record batches to a Parquet table file.
-type Writer struct {
-	f  *os.File
-	fw *pqarrow.FileWriter
-}
-
-// Create opens a Parquet writer for schema at path (zstd, dictionary pages
-// for low-cardinality columns, the Arrow schema stored in the metadata).
-func Create(path string, schema *arrow.Schema) (*Writer, error) {
-	f, err := os.Create(path)
-	if err != nil {
-		return nil, err
-	}
-	// Dictionary pages only for string-like columns: for floats they cost
-	// most of the write time (hashing every value) and rarely pay off.
-	opts := []parquet.WriterProperty{
-		parquet.WithCompression(compress.Codecs.Zstd),
-		parquet.WithCompressionLevel(1),
-		parquet.WithDictionaryDefault(false),
-		parquet.WithMaxRowGroupLength(1 << 20),
-	}
-	for _, f := range schema.Fields() {
-		switch f.Type.ID() {
-		case arrow.STRING, arrow.LARGE_STRING, arrow.BINARY, arrow.DICTIONARY:
-			opts = append(opts, parquet.WithDictionaryFor(f.Name, true))
-		}
-	}
-	props := parquet.NewWriterProperties(opts...)
-	fw, err := pqarrow.NewFileWriter(schema, f, props, pqarrow.NewArrowWriterProperties(pqarrow.WithStoreSchema()))
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return &Writer{f: f, fw: fw}, nil
-}
-
-// Write appends one batch.
-func (w *Writer) Write(rec arrow.RecordBatch) error { return w.fw.WriteBuffered(rec) }
-
-// Close finishes the file.
-func (w *Writer) Close() error {
-	err := w.fw.Close() // closes the underlying file too
-	if err != nil {
-		w.f.Close()
-	}
-	return err
-}
 
 // Reader streams the record batches of a Parquet table file.
 type Reader struct {

@@ -1,0 +1,383 @@
+package table
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/flight"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/apache/arrow-go/v18/parquet"
+	"github.com/apache/arrow-go/v18/parquet/compress"
+	"github.com/apache/arrow-go/v18/parquet/file"
+	"github.com/apache/arrow-go/v18/parquet/metadata"
+	"github.com/apache/arrow-go/v18/parquet/pqarrow"
+)
+
+// MaxRowGroup is the most rows a row group of a table file holds.
+const MaxRowGroup = 1 << 20
+
+// Options tunes a Writer. The zero value is the default.
+type Options struct {
+	// Dict says, per column, whether it gets Parquet dictionary encoding:
+	// worth it for low-cardinality columns, a waste of hashing for ids and
+	// measurements. nil: string and dictionary columns only.
+	Dict []bool
+	// Workers is how many columns are encoded at once (0: GOMAXPROCS).
+	Workers int
+	// RowGroupRows is the most rows per row group (0: MaxRowGroup).
+	RowGroupRows int
+	// NoStats lists the columns written without min/max statistics: for
+	// columns whose statistics tell a reader nothing (one-hot 0/1 columns),
+	// where computing them is a tenth of the write.
+	NoStats []bool
+}
+
+// Writer writes a Parquet table file (zstd level 1, row groups of up to
+// MaxRowGroup rows, the Arrow schema stored so dictionary and narrow types
+// round-trip). Unlike pqarrow.FileWriter, which encodes and compresses one
+// column after another, it encodes the columns of a row group concurrently:
+// each column of a buffered row group has its own encoder and page buffer,
+// so different goroutines can fill different columns. Only flat schemas
+// (no list, struct or map columns) are supported: the kinds write no others.
+//
+// A Writer is not safe for concurrent use.
+type Writer struct {
+	path    string
+	f       *os.File
+	w       *file.Writer
+	schema  *arrow.Schema
+	props   pqarrow.ArrowWriterProperties
+	dict    []bool
+	workers int
+	maxRows int // per row group
+
+	rgw    file.BufferedRowGroupWriter // the open row group, or nil
+	rgRows int
+	closed bool
+	err    error // the first write error: the file is unusable
+}
+
+// Create opens a Writer for schema at path with the default Options.
+func Create(path string, schema *arrow.Schema) (*Writer, error) {
+	return CreateWith(path, schema, Options{})
+}
+
+// CreateWith opens a Writer for schema at path.
+func CreateWith(path string, schema *arrow.Schema, opt Options) (*Writer, error) {
+	maxRows := opt.RowGroupRows
+	if maxRows <= 0 || maxRows > MaxRowGroup {
+		maxRows = MaxRowGroup
+	}
+	dict := make([]bool, schema.NumFields())
+	for i, f := range schema.Fields() {
+		switch f.Type.ID() {
+		case arrow.LIST, arrow.LARGE_LIST, arrow.FIXED_SIZE_LIST, arrow.LIST_VIEW, arrow.LARGE_LIST_VIEW,
+			arrow.STRUCT, arrow.MAP, arrow.SPARSE_UNION, arrow.DENSE_UNION, arrow.RUN_END_ENCODED:
+			return nil, fmt.Errorf("%s: column %q: nested type %s is not supported", path, f.Name, f.Type)
+		case arrow.STRING, arrow.LARGE_STRING, arrow.BINARY, arrow.LARGE_BINARY, arrow.DICTIONARY:
+			dict[i] = true
+		}
+		if opt.Dict != nil {
+			dict[i] = i < len(opt.Dict) && opt.Dict[i]
+		}
+	}
+	opts := []parquet.WriterProperty{
+		parquet.WithCompression(compress.Codecs.Zstd),
+		parquet.WithCompressionLevel(1),
+		parquet.WithDictionaryDefault(false),
+		parquet.WithMaxRowGroupLength(int64(maxRows)),
+	}
+	for i, f := range schema.Fields() {
+		if dict[i] {
+			opts = append(opts, parquet.WithDictionaryFor(f.Name, true))
+		}
+		if i < len(opt.NoStats) && opt.NoStats[i] {
+			opts = append(opts, parquet.WithStatsFor(f.Name, false))
+		}
+	}
+	props := parquet.NewWriterProperties(opts...)
+	aprops := pqarrow.NewArrowWriterProperties(pqarrow.WithStoreSchema())
+	pqschema, err := pqarrow.ToParquet(schema, props, aprops)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	// What pqarrow.WithStoreSchema stores, so readers get the Arrow types.
+	meta := metadata.KeyValueMetadata{}
+	if err := meta.Append("ARROW:schema", base64.StdEncoding.EncodeToString(flight.SerializeSchema(schema, memory.DefaultAllocator))); err != nil {
+		return nil, err
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	w, err := file.NewParquetWriterWithError(f, pqschema.Root(), file.WithWriterProps(props), file.WithWriteMetadata(meta))
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	workers := opt.Workers
+	if workers < 1 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	return &Writer{path: path, f: f, w: w, schema: schema, props: aprops, dict: dict, workers: workers, maxRows: maxRows}, nil
+}
+
+// Write appends one batch to the open row group (starting one if needed,
+// and splitting the batch where a row group fills up), its columns encoded
+// concurrently.
+func (w *Writer) Write(rec arrow.RecordBatch) error {
+	if err := w.usable(); err != nil {
+		return err
+	}
+	if err := w.write(rec); err != nil {
+		w.err = err
+		return err
+	}
+	return nil
+}
+
+func (w *Writer) write(rec arrow.RecordBatch) error {
+	if int(rec.NumCols()) != w.schema.NumFields() {
+		return fmt.Errorf("%s: batch has %d columns, the table %d", w.path, rec.NumCols(), w.schema.NumFields())
+	}
+	n := int(rec.NumRows())
+	for off := 0; off < n; {
+		if w.rgw == nil {
+			rgw, err := w.w.AppendBufferedRowGroupChecked()
+			if err != nil {
+				return err
+			}
+			w.rgw, w.rgRows = rgw, 0
+		}
+		take := min(n-off, w.maxRows-w.rgRows)
+		err := w.columns(context.Background(), func(ctx context.Context, c int, cw file.ColumnChunkWriter, levels *[]int16) error {
+			a := rec.Column(c)
+			if off != 0 || take != n {
+				a = array.NewSlice(a, int64(off), int64(off+take))
+				defer a.Release()
+			}
+			return writeArray(ctx, cw, a, levels)
+		})
+		if err != nil {
+			return err
+		}
+		w.rgRows += take
+		off += take
+		if w.rgRows == w.maxRows {
+			if err := w.endRowGroup(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// WriteRowGroup writes one whole row group of rows rows, after closing the
+// open one, if any. fill(ctx, c, put) must call put with the arrays of
+// column c, in row order, totalling rows; fill runs for different columns
+// concurrently, so a caller can convert its columns in parallel too.
+func (w *Writer) WriteRowGroup(ctx context.Context, rows int, fill func(ctx context.Context, c int, put func(arrow.Array) error) error) error {
+	if err := w.usable(); err != nil {
+		return err
+	}
+	if err := w.writeRowGroup(ctx, rows, fill); err != nil {
+		w.err = err
+		return err
+	}
+	return nil
+}
+
+// usable returns why the writer cannot take more rows, if it cannot.
+func (w *Writer) usable() error {
+	if w.closed {
+		return fmt.Errorf("%s: write after close", w.path)
+	}
+	return w.err
+}
+
+func (w *Writer) writeRowGroup(ctx context.Context, rows int, fill func(ctx context.Context, c int, put func(arrow.Array) error) error) error {
+	if rows > w.maxRows {
+		return fmt.Errorf("%s: row group of %d rows, at most %d", w.path, rows, w.maxRows)
+	}
+	if w.rgw != nil {
+		if err := w.endRowGroup(); err != nil {
+			return err
+		}
+	}
+	rgw, err := w.w.AppendBufferedRowGroupChecked()
+	if err != nil {
+		return err
+	}
+	w.rgw, w.rgRows = rgw, rows
+	err = w.columns(ctx, func(wctx context.Context, c int, cw file.ColumnChunkWriter, levels *[]int16) error {
+		n := 0
+		err := fill(wctx, c, func(a arrow.Array) error {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			n += a.Len()
+			return writeArray(wctx, cw, a, levels)
+		})
+		if err == nil && n != rows {
+			err = fmt.Errorf("%d rows, want %d", n, rows)
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	return w.endRowGroup()
+}
+
+// columns runs do for every column of the open row group, w.workers
+// columns at a time; each worker has its own Arrow write context and
+// definition-level buffer. The first error wins and stops the others.
+func (w *Writer) columns(ctx context.Context, do func(ctx context.Context, c int, cw file.ColumnChunkWriter, levels *[]int16) error) error {
+	ncol := w.schema.NumFields()
+	var (
+		next     atomic.Int64
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		firstErr error
+		failed   atomic.Bool
+	)
+	for range min(w.workers, ncol) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			wctx := pqarrow.NewArrowWriteContext(ctx, &w.props)
+			var levels []int16
+			for !failed.Load() {
+				c := int(next.Add(1) - 1)
+				if c >= ncol {
+					return
+				}
+				err := func() (err error) {
+					defer func() {
+						if p := recover(); p != nil {
+							err = fmt.Errorf("internal error: %v", p)
+						}
+					}()
+					cw, err := w.rgw.Column(c)
+					if err != nil {
+						return err
+					}
+					return do(wctx, c, cw, &levels)
+				}()
+				if err != nil {
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = fmt.Errorf("%s: write column %s: %w", w.path, w.schema.Field(c).Name, err)
+					}
+					mu.Unlock()
+					failed.Store(true)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return firstErr
+}
+
+// endRowGroup encodes and compresses the last page of every column
+// concurrently, then writes the row group out (serially: a copy of buffers
+// already compressed).
+func (w *Writer) endRowGroup() error {
+	err := w.columns(context.Background(), func(_ context.Context, c int, cw file.ColumnChunkWriter, _ *[]int16) error {
+		// A dictionary column's pages must wait for its dictionary page,
+		// which the serial Close writes.
+		if w.dict[c] {
+			return nil
+		}
+		if f, ok := cw.(interface{ FlushBufferedDataPages() error }); ok {
+			return f.FlushBufferedDataPages()
+		}
+		return nil
+	})
+	rgw := w.rgw
+	w.rgw = nil
+	if cerr := rgw.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// writeArray writes a flat array to cw, with its definition levels.
+func writeArray(ctx context.Context, cw file.ColumnChunkWriter, a arrow.Array, levels *[]int16) error {
+	var def []int16
+	if cw.LevelInfo().DefLevel > 0 {
+		*levels = defLevels(*levels, a)
+		def = *levels
+	} else if a.NullN() > 0 {
+		return errors.New("null in a column that is not nullable")
+	}
+	return pqarrow.WriteArrowToColumn(ctx, cw, a, def, nil, true)
+}
+
+// defLevels returns the Parquet definition levels of a flat, nullable
+// column: 1 for a value, 0 for a null.
+func defLevels(buf []int16, a arrow.Array) []int16 {
+	n := a.Len()
+	if cap(buf) < n {
+		buf = make([]int16, n)
+	}
+	buf = buf[:n]
+	if a.NullN() == 0 {
+		for i := range buf {
+			buf[i] = 1
+		}
+		return buf
+	}
+	for i := range buf {
+		if a.IsValid(i) {
+			buf[i] = 1
+		} else {
+			buf[i] = 0
+		}
+	}
+	return buf
+}
+
+// Close writes the open row group and finishes the file. After a failed
+// write it only closes the file and returns that failure.
+func (w *Writer) Close() error {
+	if w.closed {
+		return nil
+	}
+	if w.err != nil {
+		w.Abort()
+		return w.err
+	}
+	var err error
+	if w.rgw != nil {
+		err = w.endRowGroup()
+	}
+	w.closed = true
+	if cerr := w.w.Close(); err == nil { // closes the file too
+		err = cerr
+	}
+	if err != nil {
+		w.f.Close()
+		return fmt.Errorf("%s: %w", w.path, err)
+	}
+	return nil
+}
+
+// Abort closes the file after a failed write; the caller removes it.
+func (w *Writer) Abort() {
+	if w.closed {
+		return
+	}
+	w.closed = true
+	_ = w.w.Close()
+	_ = w.f.Close()
+}
