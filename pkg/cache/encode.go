@@ -2,7 +2,8 @@ package cache
 
 import (
 	"encoding/hex"
-	"sort"
+	"maps"
+	"slices"
 	"unicode/utf8"
 
 	"github.com/orch-dev/orch/pkg/digest"
@@ -26,7 +27,7 @@ func appendPreimage(b []byte, q *Preimage) []byte {
 	}
 	if len(q.Code) > 0 {
 		b = append(b, `,"code":{`...)
-		for i, k := range sortedKeys(q.Code) {
+		for i, k := range slices.Sorted(maps.Keys(q.Code)) {
 			b = appendKey(b, i, k)
 			b = appendDigest(b, q.Code[k])
 		}
@@ -36,7 +37,7 @@ func appendPreimage(b []byte, q *Preimage) []byte {
 	b = appendStringMap(b, "env", q.Env)
 	if len(q.Inputs) > 0 {
 		b = append(b, `,"inputs":{`...)
-		for i, k := range sortedKeys(q.Inputs) {
+		for i, k := range slices.Sorted(maps.Keys(q.Inputs)) {
 			in := q.Inputs[k]
 			b = appendKey(b, i, k)
 			b = append(b, `{"src":`...)
@@ -65,7 +66,7 @@ func appendStringMap(b []byte, name string, m map[string]string) []byte {
 		return b
 	}
 	b = append(append(append(b, `,"`...), name...), `":{`...)
-	for i, k := range sortedKeys(m) {
+	for i, k := range slices.Sorted(maps.Keys(m)) {
 		b = appendKey(b, i, k)
 		b = appendJSONString(b, m[k])
 	}
@@ -83,15 +84,6 @@ func appendDigest(b []byte, d digest.Digest) []byte {
 	b = append(b, '"')
 	b = hex.AppendEncode(b, d[:])
 	return append(b, '"')
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
 }
 
 // appendJSONString is encoding/json's string encoding with HTML escaping
