@@ -85,6 +85,14 @@ start() {
 		rmdir "/sys/fs/cgroup/memory/orch-probe-$$"
 		task=task/cgroup gather=NoOverMemoryKill
 	fi
+	# Job cgroups an earlier cluster left behind (a job that failed to start
+	# leaves its job_N directory) would meet this cluster's jobs of the same
+	# number: remove the empty ones, deepest first, and number jobs from a
+	# point no earlier cluster on this machine is likely to have reached.
+	if [ "$task" = task/cgroup ]; then
+		find /sys/fs/cgroup/*/slurm_localhost -mindepth 1 -depth -type d -exec rmdir {} + 2>/dev/null || true
+	fi
+	first_job=$(( ($(date +%s) % 100000) * 100 + 1 ))
 	mem=$(awk '/^MemTotal:/ { m = int($2 / 1024 / 4); if (m > 8192) m = 8192; print m }' /proc/meminfo)
 	cat >"$dir/slurm.conf" <<-EOF
 		ClusterName=orchtest
@@ -117,6 +125,7 @@ start() {
 		KillWait=2
 		MinJobAge=300
 		SchedulerParameters=batch_sched_delay=0
+		FirstJobId=$first_job
 		NodeName=localhost NodeAddr=127.0.0.1 CPUs=$(nproc) RealMemory=$mem State=UNKNOWN
 		PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 	EOF
