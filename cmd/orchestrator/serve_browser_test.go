@@ -92,6 +92,14 @@ func TestServeBrowser(t *testing.T) {
 		}
 	}
 
+	// A scheduled run's page: its tick, every stage a HIT.
+	b.Navigate(s.url + "/runs/" + ticks[0].ID)
+	summary, _ := b.Find("dl.summary")
+	if txt, _ := summary.Text(); !strings.Contains(txt, "schedule") || !strings.Contains(txt, ticks[0].Tick.UTC().Format("2006-01-02 15:04:05")) {
+		t.Errorf("scheduled run summary lacks its trigger or tick %s:\n%s", ticks[0].Tick, txt)
+	}
+	s.checkDAG(b, ticks[0], [][2]string{{"fetch", "report"}, {"greet", "report"}})
+
 	// Mutating calls need the token; with it, a trigger with an override.
 	if code, body := s.call("POST", "/api/pipelines/nightly/runs", "", `{}`); code != http.StatusUnauthorized {
 		t.Errorf("trigger without the token: %d %s", code, body)
@@ -126,9 +134,13 @@ func TestServeBrowser(t *testing.T) {
 		}
 		times = append(times, tm)
 	}
-	for i := 1; i < len(times); i++ {
-		if d := times[i].Sub(times[i-1]); d != time.Second {
-			t.Errorf("next runs %v: %s apart, want 1s", times, d)
+	for i, el := range next {
+		if i > 0 && times[i].Sub(times[i-1]) != time.Second {
+			t.Errorf("next runs %v: not 1s apart", times)
+		}
+		// A schedule with seconds shows them.
+		if txt, _ := el.Text(); !strings.Contains(txt, times[i].Format("15:04:05")) {
+			t.Errorf("next run %q, want %s", txt, times[i].Format("15:04:05"))
 		}
 	}
 	if slow, _ := b.Find(`section[data-pipeline="slow"]`); slow != nil {
@@ -153,7 +165,7 @@ func TestServeBrowser(t *testing.T) {
 	if u, _ := b.URL(); u != s.url+"/runs/"+id {
 		t.Fatalf("run link led to %s", u)
 	}
-	summary, _ := b.Find("dl.summary")
+	summary, _ = b.Find("dl.summary")
 	if txt, _ := summary.Text(); !strings.Contains(txt, "manual") {
 		t.Errorf("run summary lacks the trigger: %q", txt)
 	}
