@@ -64,7 +64,7 @@ func TestCatalogKeepsLastGood(t *testing.T) {
 	}
 	write("name: a\nstages: {s: {run: [}}\n", t0.Add(time.Second))
 	ch, _ := c.reload()
-	if len(ch) != 1 || ch[0].loaded || ch[0].name != "a" || !strings.Contains(ch[0].err, "a.yaml:1:1: invalid YAML") {
+	if len(ch) != 1 || ch[0].loaded || ch[0].name != "a" || !strings.Contains(ch[0].err, "a.yaml:2:1: invalid YAML") {
 		t.Fatalf("broken edit: %+v", ch)
 	}
 	if ch, _ := c.reload(); len(ch) != 0 {
