@@ -197,7 +197,7 @@ func (r *runner) execute(ctx context.Context, st *pipeline.Stage, sr *history.St
 	// Clean up now, overlapping other stages, rather than all at the end.
 	_ = cache.RemoveAll(dir)
 	sr.Status = history.Ran
-	r.emit(Event{Type: EvRan, Stage: st.Name, Key: key, Duration: sr.Duration, Bytes: outputBytes(outs)})
+	r.emit(Event{Type: EvRan, Stage: st.Name, Key: key, Duration: sr.Duration, Bytes: outputBytes(outs), Log: logD})
 	return nil
 }
 

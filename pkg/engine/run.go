@@ -66,6 +66,10 @@ type Event struct {
 	Bytes int64
 	// Job and State are the Slurm job and its state (Slurm executor).
 	Job, State string
+	// Log is the digest of the stage's captured log (EvHit, EvRan,
+	// EvFailed), zero if there is none: a run in progress can show the log
+	// of a stage that has finished.
+	Log digest.Digest
 }
 
 // Result is the outcome of a run.
@@ -319,13 +323,19 @@ func (r *runner) upstream(stage string) (map[string]cache.Output, bool) {
 	return o, ok
 }
 
+// stageLog is the digest of sr's captured log, zero if none.
+func stageLog(sr *history.StageRun) digest.Digest {
+	d, _ := digest.Parse(sr.Log)
+	return d
+}
+
 func (r *runner) fail(sr *history.StageRun, err error) error {
 	if !r.opts.KeepGoing {
 		r.stopping.Store(true)
 	}
 	sr.Status = history.Failed
 	sr.Error = err.Error()
-	r.emit(Event{Type: EvFailed, Stage: sr.Name, Reason: err.Error(), Duration: sr.Duration})
+	r.emit(Event{Type: EvFailed, Stage: sr.Name, Reason: err.Error(), Duration: sr.Duration, Log: stageLog(sr)})
 	return err
 }
 
@@ -372,7 +382,7 @@ func (r *runner) tryHit(ctx context.Context, st *pipeline.Stage, sr *history.Sta
 		return false
 	}
 	sr.Status, sr.Duration, sr.Log, sr.Reason = history.Hit, rec.Duration, rec.Log.String(), ""
-	r.emit(Event{Type: EvHit, Stage: st.Name, Key: key, Duration: rec.Duration, Bytes: outputBytes(rec.Outputs)})
+	r.emit(Event{Type: EvHit, Stage: st.Name, Key: key, Duration: rec.Duration, Bytes: outputBytes(rec.Outputs), Log: rec.Log})
 	return true
 }
 

@@ -143,7 +143,7 @@ func (x *slurmExec) execute(ctx context.Context, r *runner, st *pipeline.Stage, 
 			if rec.Log.IsZero() {
 				sr.Log = ""
 			}
-			r.emit(Event{Type: EvRan, Stage: st.Name, Key: key, Duration: sr.Duration, Bytes: outputBytes(rec.Outputs), Job: id, State: info.State})
+			r.emit(Event{Type: EvRan, Stage: st.Name, Key: key, Duration: sr.Duration, Bytes: outputBytes(rec.Outputs), Log: rec.Log, Job: id, State: info.State})
 			return nil
 		case slurm.OutOfMemory:
 			if next := x.grow(mem); next > mem && resubmits < x.cfg.Resubmits {

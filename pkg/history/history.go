@@ -122,6 +122,9 @@ func index(tx *bolt.Tx, r *Run) error {
 // ErrNotFound is returned for an unknown run.
 var ErrNotFound = errors.New("no such run")
 
+// ErrAmbiguous is returned by Run for an ID prefix of several runs.
+var ErrAmbiguous = errors.New("ambiguous run ID")
+
 // Open returns the history at path (created on first write).
 func Open(path string) *DB { return &DB{path: path} }
 
@@ -303,7 +306,7 @@ func (db *DB) Run(id string) (*Run, error) {
 		ids[i] = r.ID
 	}
 	sort.Strings(ids)
-	return nil, fmt.Errorf("run %q is ambiguous: %s", id, strings.Join(ids, ", "))
+	return nil, fmt.Errorf("%w: %q is the start of runs %s", ErrAmbiguous, id, strings.Join(ids, ", "))
 }
 
 // MarkAbandoned marks as failed every run still "running" whose process on

@@ -227,7 +227,7 @@ func lookupStatus(err error) int {
 	switch {
 	case errors.Is(err, history.ErrNotFound) || store.IsNotFound(err):
 		return http.StatusNotFound
-	case strings.Contains(err.Error(), "ambiguous"):
+	case errors.Is(err, history.ErrAmbiguous):
 		return http.StatusBadRequest
 	}
 	return http.StatusInternalServerError

@@ -140,6 +140,9 @@ func liveStage(sr *history.StageRun, ev engine.Event) {
 	if !ev.Key.IsZero() {
 		sr.Key = ev.Key.String()
 	}
+	if !ev.Log.IsZero() {
+		sr.Log = ev.Log.String()
+	}
 }
 
 // Summary is what on_failure receives as JSON: the run as the history

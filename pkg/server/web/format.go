@@ -128,6 +128,25 @@ func roundDur(d time.Duration) string {
 	return fmtDuration(d)
 }
 
+// fmtWhen renders a next run time: "Mon 23 Nov 02:00 UTC", with seconds
+// if secs (a schedule with a seconds field).
+func fmtWhen(t time.Time, secs bool) string {
+	if secs {
+		return t.Format("Mon 2 Jan 15:04:05 MST")
+	}
+	return t.Format("Mon 2 Jan 15:04 MST")
+}
+
+// anySeconds reports whether a time of ts is not on a whole minute.
+func anySeconds(ts []time.Time) bool {
+	for _, t := range ts {
+		if t.Second() != 0 || t.Nanosecond() != 0 {
+			return true
+		}
+	}
+	return false
+}
+
 func fmtTime(t time.Time) string {
 	if t.IsZero() {
 		return "—"

@@ -22,7 +22,9 @@ type Source interface {
 	Runs(pipeline, status string, limit int) ([]*history.Run, error)
 	// Run returns one run with its stages as they are now: while the run is
 	// in progress, stages report history.Running / history.Hit / ... live.
-	// An unknown ID returns an error wrapping history.ErrNotFound.
+	// id may be a prefix of one run's ID. An unknown ID returns an error
+	// wrapping history.ErrNotFound, a prefix of several runs one wrapping
+	// history.ErrAmbiguous.
 	Run(id string) (*history.Run, error)
 	// Log returns the captured log of one stage of one run. An unknown run,
 	// stage or a stage without a log returns an error wrapping
@@ -32,6 +34,7 @@ type Source interface {
 
 // Pipeline is one loaded pipeline as serve sees it.
 type Pipeline struct {
+	// Name is empty for a file that has never loaded (Error says why).
 	Name        string
 	File        string
 	Description string

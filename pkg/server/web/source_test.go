@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -99,8 +98,8 @@ func (s *engineSource) Pipelines() []Pipeline {
 	for _, f := range s.files {
 		p, err := s.load(f, nil)
 		if err != nil {
-			name := strings.TrimSuffix(filepath.Base(f), filepath.Ext(f))
-			out = append(out, Pipeline{Name: name, File: f, Error: err.Error()})
+			// As in serve: a file that never loaded has no name.
+			out = append(out, Pipeline{File: f, Error: err.Error()})
 			continue
 		}
 		v := s.sched[p.Name]

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -74,7 +75,8 @@ func newServer(src Source, now func() time.Time) *server {
 		"dur":      fmtDuration,
 		"ago":      s.ago,
 		"abstime":  fmtTime,
-		"when":     func(t time.Time) string { return t.Format("Mon 2 Jan 15:04 MST") },
+		"when":     fmtWhen,
+		"secs":     anySeconds,
 		"iso":      func(t time.Time) string { return t.Format(time.RFC3339) },
 		"label":    statusLabel,
 		"runURL":   runURL,
@@ -85,6 +87,7 @@ func newServer(src Source, now func() time.Time) *server {
 		"statuses": func() []string { return runStatuses },
 		"colors":   paletteCSS,
 		"asset":    assetURL,
+		"base":     filepath.Base,
 	}
 	base := template.Must(template.New("base.html").Funcs(funcs).ParseFS(files, "templates/base.html"))
 	for _, p := range []string{"pipelines", "runs", "run", "log", "error"} {
@@ -178,10 +181,14 @@ func (s *server) fail(w http.ResponseWriter, r *http.Request, status int, headin
 }
 
 // sourceError answers a failed Source call: a 404 for history.ErrNotFound,
-// a 500 otherwise.
+// a 400 for history.ErrAmbiguous, a 500 otherwise.
 func (s *server) sourceError(w http.ResponseWriter, r *http.Request, heading string, err error) {
-	if errors.Is(err, history.ErrNotFound) {
+	switch {
+	case errors.Is(err, history.ErrNotFound):
 		s.fail(w, r, http.StatusNotFound, heading, err.Error())
+		return
+	case errors.Is(err, history.ErrAmbiguous):
+		s.fail(w, r, http.StatusBadRequest, "Ambiguous run ID", err.Error()+": give more of the ID.")
 		return
 	}
 	slog.Error("web: source", "path", r.URL.Path, "err", err)
@@ -291,7 +298,9 @@ func (s *server) runsPage(w http.ResponseWriter, r *http.Request) {
 		d.Older = d.url(d.Status, d.Page+1)
 	}
 	for _, p := range s.src.Pipelines() {
-		d.Pipelines = append(d.Pipelines, p.Name)
+		if p.Name != "" {
+			d.Pipelines = append(d.Pipelines, p.Name)
+		}
 	}
 	if d.Pipeline != "" && !slices.Contains(d.Pipelines, d.Pipeline) {
 		d.Pipelines = append(d.Pipelines, d.Pipeline) // a pipeline no longer loaded still has history

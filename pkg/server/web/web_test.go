@@ -141,13 +141,17 @@ func TestPipelinesPage(t *testing.T) {
 	if want := []string{"extract (hit)=st-hit", "clean (hit)=st-hit", "features (failed)=st-failed", "stats (ran)=st-ran", "train (skipped)=st-skipped", "report (skipped)=st-skipped"}; !slices.Equal(chips, want) {
 		t.Errorf("stage chips %v, want %v", chips, want)
 	}
-	// The file that stopped parsing shows its load error.
-	bad := find(t, doc, "section", byAttr("data-pipeline", "broken"))
-	if !hasClass(bad, "has-error") {
-		t.Error("broken pipeline card not marked")
+	// The file that never loaded shows its load error, under its file
+	// name (it has no pipeline name).
+	bad := find(t, doc, "section", byAttr("data-file", f.badFile))
+	if !hasClass(bad, "has-error") || attr(bad, "data-pipeline") != "" {
+		t.Errorf("broken pipeline card: class %q, data-pipeline %q", attr(bad, "class"), attr(bad, "data-pipeline"))
 	}
-	if msg := text(find(t, bad, "div", byClass("alert"))); !strings.Contains(msg, "Reload failed") || !strings.Contains(msg, "nowhere") {
-		t.Errorf("reload error: %q", msg)
+	if h := text(find(t, bad, "h2", nil)); h != "broken.yaml" {
+		t.Errorf("broken pipeline card heading %q", h)
+	}
+	if msg := text(find(t, bad, "div", byClass("alert"))); !strings.Contains(msg, "Does not load") || !strings.Contains(msg, "nowhere") {
+		t.Errorf("load error: %q", msg)
 	}
 	if refreshes(doc) {
 		t.Error("page refreshes with no run in progress")
@@ -216,6 +220,15 @@ func TestRunsPage(t *testing.T) {
 	sel := find(t, doc, "select", byAttr("name", "pipeline"))
 	if opt := find(t, sel, "option", func(n *html.Node) bool { return attr(n, "value") == "nightly" }); !slices.ContainsFunc(opt.Attr, func(a html.Attribute) bool { return a.Key == "selected" }) {
 		t.Error("pipeline filter not selected")
+	}
+	// One option per loaded pipeline: the file that never loaded has no
+	// name to filter by.
+	var opts []string
+	for _, o := range findAll(sel, "option", nil) {
+		opts = append(opts, attr(o, "value"))
+	}
+	if want := []string{"", "nightly"}; !slices.Equal(opts, want) {
+		t.Errorf("pipeline filter options %q, want %q", opts, want)
 	}
 
 	for path, msg := range map[string]string{
@@ -382,6 +395,16 @@ func TestLogPages(t *testing.T) {
 			t.Errorf("GET %s: page lacks %q:\n%s", path, msg, text(find(t, doc, "main", nil)))
 		}
 	}
+
+	// A prefix of several run IDs is a 400 that says so; of one, the run.
+	code, _, doc = get(t, h, "/runs/2")
+	wantCode(t, "/runs/2", code, http.StatusBadRequest)
+	if got := text(doc); !strings.Contains(got, "ambiguous run ID") || !strings.Contains(got, f.ran.ID) {
+		t.Errorf("ambiguous prefix page: %q", text(find(t, doc, "main", nil)))
+	}
+	code, _, doc = get(t, h, "/runs/"+id[:len(id)-2])
+	wantCode(t, "/runs/"+id[:len(id)-2], code, http.StatusOK)
+	find(t, doc, "svg", byAttr("id", "dag"))
 
 	// Only GET and HEAD.
 	rec = httptest.NewRecorder()
