@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -28,10 +29,14 @@ import (
 // execute runs a MISS with retries, then stores its outputs and record.
 func (r *runner) execute(ctx context.Context, st *pipeline.Stage, sr *history.StageRun, pre *cache.Preimage, key digest.Digest) error {
 	dir := filepath.Join(r.dir, st.Name)
-	if err := cache.RemoveAll(dir); err != nil {
-		return r.fail(sr, err)
+	err := os.Mkdir(dir, 0o755)
+	if errors.Is(err, fs.ErrExist) {
+		// Executed before in this run (a corrupt output recomputed).
+		if err = cache.RemoveAll(dir); err == nil {
+			err = os.Mkdir(dir, 0o755)
+		}
 	}
-	if err := os.Mkdir(dir, 0o755); err != nil {
+	if err != nil {
 		return r.fail(sr, err)
 	}
 	inputs, recomputed, err := r.materialize(ctx, st, dir)

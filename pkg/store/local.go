@@ -82,19 +82,26 @@ func (l *Local) PutBlob(_ context.Context, d digest.Digest, r io.Reader) error {
 	if err != nil {
 		return fmt.Errorf("put blob %s: %w", d.Short(), err)
 	}
-	defer os.Remove(tmp.Name())
 	h := digest.NewHasher()
 	_, err = io.Copy(io.MultiWriter(tmp, h), r)
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}
+	if err == nil {
+		if got := h.Sum(); got != d {
+			err = fmt.Errorf("content hashes to %s: %w", got.Short(), ErrCorrupt)
+		}
+	}
+	if err == nil {
+		err = l.place(tmp.Name(), final)
+	}
 	if err != nil {
+		// The temp file goes only on failure: after the rename it is gone,
+		// and removing it anyway costs two failing system calls a blob.
+		os.Remove(tmp.Name())
 		return fmt.Errorf("put blob %s: %w", d.Short(), err)
 	}
-	if got := h.Sum(); got != d {
-		return fmt.Errorf("put blob %s: content hashes to %s: %w", d.Short(), got.Short(), ErrCorrupt)
-	}
-	return l.place(tmp.Name(), final)
+	return nil
 }
 
 // AdoptFile moves the file at path, whose digest the caller has just computed
@@ -184,7 +191,6 @@ func (l *Local) PutRecord(_ context.Context, key digest.Digest, data []byte) err
 	if err != nil {
 		return fmt.Errorf("put record %s: %w", key.Short(), err)
 	}
-	defer os.Remove(tmp.Name())
 	_, err = tmp.Write(data)
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
@@ -193,6 +199,7 @@ func (l *Local) PutRecord(_ context.Context, key digest.Digest, data []byte) err
 		err = l.rename(tmp.Name(), l.recordPath(key))
 	}
 	if err != nil {
+		os.Remove(tmp.Name())
 		return fmt.Errorf("put record %s: %w", key.Short(), err)
 	}
 	return nil
