@@ -58,6 +58,10 @@ func appendPreimage(b []byte, q *Preimage) []byte {
 		}
 		b = append(b, ']')
 	}
+	if q.State != "" {
+		b = append(b, `,"state":`...)
+		b = appendJSONString(b, q.State)
+	}
 	return append(b, '}')
 }
 

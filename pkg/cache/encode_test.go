@@ -50,7 +50,7 @@ func TestEncodeMatchesJSON(t *testing.T) {
 		return tricky[rng.IntN(len(tricky))]
 	}
 	for range 2000 {
-		p := &Preimage{Version: pick(), Kind: pick(), KindVersion: pick(), Command: pick()}
+		p := &Preimage{Version: pick(), Kind: pick(), KindVersion: pick(), Command: pick(), State: pick()}
 		for range rng.IntN(4) {
 			if p.Code == nil {
 				p.Code, p.Params, p.Env, p.Inputs = map[string]digest.Digest{}, map[string]string{}, map[string]string{}, map[string]Input{}
@@ -71,7 +71,7 @@ func FuzzEncodeMatchesJSON(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, a, b, c string) {
 		checkEncodeMatchesJSON(t, &Preimage{
-			Kind: a, Command: b,
+			Kind: a, Command: b, State: c,
 			Code:    map[string]digest.Digest{a: digest.String(b)},
 			Params:  map[string]string{a: b, c: a},
 			Env:     map[string]string{c: b},

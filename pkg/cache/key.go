@@ -37,6 +37,9 @@ type Preimage struct {
 	Env     map[string]string `json:"env,omitempty"`
 	Inputs  map[string]Input  `json:"inputs,omitempty"`
 	Outputs []string          `json:"outputs,omitempty"`
+	// State is what the kind reads of the workspace besides its inputs
+	// (stages.Volatile), "" when nothing: validate's deployed model.
+	State string `json:"state,omitempty"`
 	// Needs lists order-only dependencies; they do not enter by content.
 }
 
@@ -153,6 +156,9 @@ func Diff(stage string, old, cur *Preimage) []string {
 	if strings.Join(sortedCopy(old.Outputs), ",") != strings.Join(sortedCopy(cur.Outputs), ",") {
 		rs = append(rs, fmt.Sprintf("outputs [%s] → [%s]", strings.Join(old.Outputs, " "), strings.Join(cur.Outputs, " ")))
 	}
+	if old.State != cur.State {
+		rs = append(rs, fmt.Sprintf("state %s → %s", orNone(old.State), orNone(cur.State)))
+	}
 	return rs
 }
 
@@ -219,4 +225,11 @@ func UnsafeString(s string) string {
 		}
 	}
 	return s
+}
+
+func orNone(state string) string {
+	if state == "" {
+		return "none"
+	}
+	return state
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/orch-dev/orch/pkg/digest"
 	"github.com/orch-dev/orch/pkg/history"
 	"github.com/orch-dev/orch/pkg/pipeline"
+	"github.com/orch-dev/orch/pkg/stages"
 	"github.com/orch-dev/orch/pkg/store"
 )
 
@@ -192,6 +193,17 @@ func (e *Engine) Preimage(p *pipeline.Pipeline, st *pipeline.Stage, upstream fun
 	}
 	for _, o := range st.Outputs {
 		pre.Outputs = append(pre.Outputs, o.Name+"="+o.Path)
+	}
+	if v, ok := st.Kind.(stages.Volatile); ok && len(waiting) == 0 {
+		ins := make(map[string]digest.Digest, len(pre.Inputs))
+		for name, in := range pre.Inputs {
+			ins[name] = in.Digest
+		}
+		state, err := v.State(stages.StateQuery{Root: p.Root, Pipeline: p.Name, Params: st.Params, Inputs: ins})
+		if err != nil {
+			return nil, nil, err
+		}
+		pre.State = state
 	}
 	sort.Strings(waiting)
 	return pre, dedupe(waiting), nil

@@ -121,7 +121,7 @@ func (k *Deploy) Run(_ context.Context, t *Task) error {
 		return fmt.Errorf("read report: %w", err)
 	}
 	d := digest.Bytes(model)
-	rel := Release{Version: "v-" + d.Short(), Pipeline: t.Pipeline, Model: d.String(), Published: k.now().UTC(), Metrics: topNumbers(report)}
+	rel := Release{Version: releaseVersion(d), Pipeline: t.Pipeline, Model: d.String(), Published: k.now().UTC(), Metrics: topNumbers(report)}
 	relJSON, _ := json.MarshalIndent(rel, "", "  ")
 
 	// The stage's own output: the release content.

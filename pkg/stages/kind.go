@@ -6,6 +6,8 @@ import (
 	"io"
 	"sort"
 	"strings"
+
+	"github.com/orch-dev/orch/pkg/digest"
 )
 
 // Param is one stage parameter after interpolation.
@@ -65,6 +67,24 @@ type Kind interface {
 	Check(d *Decl) []Problem
 	// Run performs one attempt. It must stop promptly when ctx ends.
 	Run(ctx context.Context, t *Task) error
+}
+
+// Volatile is implemented by kinds whose result depends on workspace state
+// besides their declared inputs (validate's gate against the deployed
+// model). The engine puts what State returns into the stage's key, so a
+// cached result is reused only while that state is the same. "" means that
+// nothing outside the inputs matters now.
+type Volatile interface {
+	State(q StateQuery) (string, error)
+}
+
+// StateQuery is what Volatile.State is asked with.
+type StateQuery struct {
+	Root     string // the workspace root
+	Pipeline string
+	Params   map[string]Param
+	// Inputs are the content digests of the stage's inputs, by name.
+	Inputs map[string]digest.Digest
 }
 
 // Registry maps kind names to kinds.

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/orch-dev/orch/pkg/digest"
 )
 
 // Validate scores a model on the holdout rows of a features table (the
@@ -215,6 +217,17 @@ func (*Validate) Run(ctx context.Context, t *Task) error {
 		if err != nil {
 			return err
 		}
+		if dep != nil {
+			// The deployed model may be this one (deployed by an earlier
+			// run): there is nothing else to compare with, as State says.
+			self, err := releaseVersionOf(t.Inputs["model"])
+			if err != nil {
+				return fmt.Errorf("input model: %w", err)
+			}
+			if v, _ := deployedVersion(t.Dir, c.releaseDir, t.Pipeline); v == self {
+				dep, note = nil, fmt.Sprintf("the deployed model (%s) is this model: gate passes", self)
+			}
+		}
 		g := GateResult{Gate: "max_auc_drop", Metric: "auc", Value: met.auc, Passed: true, Note: note}
 		msg := ""
 		if dep != nil {
@@ -246,6 +259,66 @@ func (*Validate) Run(ctx context.Context, t *Task) error {
 		return fmt.Errorf("validation gate failed: %s", strings.Join(failed, "; "))
 	}
 	return nil
+}
+
+// State implements Volatile: with a max_auc_drop gate, the result depends on
+// the model deploy currently publishes, unless that model is this one (or
+// there is none): then it is "" and a rerun after deploying this model hits.
+// Otherwise it names the deployed release and the digest of its report, so
+// deploying or rolling back another model makes validate run again.
+func (*Validate) State(q StateQuery) (string, error) {
+	c, ps := mlValidateConfigOf(q.Params)
+	if len(ps) > 0 || c.maxDrop == nil {
+		return "", nil // Check reports bad params
+	}
+	v, err := deployedVersion(q.Root, c.releaseDir, q.Pipeline)
+	if err != nil || v == "" {
+		return "", err
+	}
+	if m, ok := q.Inputs["model"]; ok && v == releaseVersion(m) {
+		return "", nil
+	}
+	report := "missing"
+	if d, _, err := digest.File(filepath.Join(q.Root, c.releaseDir, q.Pipeline, v, "report.json")); err == nil {
+		report = d.Short()
+	}
+	return fmt.Sprintf("deployed model %s (report %s)", v, report), nil
+}
+
+// releaseVersion is the version deploy publishes a model of digest d under.
+func releaseVersion(d digest.Digest) string { return "v-" + d.Short() }
+
+func releaseVersionOf(modelPath string) (string, error) {
+	d, _, err := digest.File(modelPath)
+	if err != nil {
+		return "", err
+	}
+	return releaseVersion(d), nil
+}
+
+// deployedVersion returns the release DIR/RELEASE_DIR/PIPELINE/latest names,
+// "" when nothing is deployed: latest is deploy's symlink, or a file naming
+// the release.
+func deployedVersion(dir, releaseDir, pipeline string) (string, error) {
+	latest := filepath.Join(dir, releaseDir, pipeline, "latest")
+	if v, err := os.Readlink(latest); err == nil {
+		return filepath.Base(v), nil
+	}
+	if fi, err := os.Stat(latest); err == nil && fi.IsDir() {
+		return "latest", nil // a release directory itself: named by its report's digest
+	}
+	b, err := os.ReadFile(latest)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return "", nil
+	case err != nil:
+		return "", fmt.Errorf("deployed model: %w", err)
+	}
+	v := strings.TrimSpace(string(b))
+	if v == "" || strings.ContainsAny(v, `/\`) || v == "." || v == ".." {
+		return "", fmt.Errorf("deployed model: %s names no release (%q)", latest, v)
+	}
+	return v, nil
 }
 
 // mlDeployedAUC reads the auc of the deployed model's report,

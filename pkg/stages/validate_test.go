@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/orch-dev/orch/pkg/digest"
 )
 
 // mlRunValidate writes m and runs the validate kind in workspace dir.
@@ -235,5 +237,62 @@ func TestValidateCheck(t *testing.T) {
 		if !slices.Equal(d.Outputs, []string{"report"}) {
 			t.Errorf("case %d: outputs %v", i, d.Outputs)
 		}
+	}
+}
+
+func TestValidateStateNamesTheDeployedModel(t *testing.T) {
+	root := t.TempDir()
+	rel := filepath.Join(root, "models", "p")
+	model := digest.String("model bytes")
+	other := digest.String("other model")
+	v := NewValidate()
+	params := func(drop bool) map[string]Param {
+		if !drop {
+			return map[string]Param{}
+		}
+		return map[string]Param{"max_auc_drop": {Text: "0.01", Value: 0.01}}
+	}
+	state := func(drop bool) string {
+		t.Helper()
+		s, err := v.State(StateQuery{Root: root, Pipeline: "p", Params: params(drop), Inputs: map[string]digest.Digest{"model": model}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	if s := state(true); s != "" {
+		t.Errorf("nothing deployed: state %q", s)
+	}
+	for _, m := range []digest.Digest{model, other} {
+		if err := os.MkdirAll(filepath.Join(rel, releaseVersion(m)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(rel, releaseVersion(m), "report.json"), []byte(`{"auc":0.8}`), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink(releaseVersion(model), filepath.Join(rel, "latest")); err != nil {
+		t.Fatal(err)
+	}
+	if s := state(true); s != "" {
+		t.Errorf("this model deployed: state %q, want empty", s)
+	}
+	os.Remove(filepath.Join(rel, "latest"))
+	// latest as a file naming the release, as deploy may write it.
+	if err := os.WriteFile(filepath.Join(rel, "latest"), []byte(releaseVersion(other)+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := state(true)
+	if !strings.Contains(s, releaseVersion(other)) || !strings.Contains(s, "report ") {
+		t.Errorf("another model deployed: state %q", s)
+	}
+	if s := state(false); s != "" {
+		t.Errorf("no max_auc_drop gate: state %q, want empty", s)
+	}
+	if err := os.WriteFile(filepath.Join(rel, "latest"), []byte("../x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.State(StateQuery{Root: root, Pipeline: "p", Params: params(true)}); err == nil {
+		t.Errorf("latest naming no release: no error")
 	}
 }
