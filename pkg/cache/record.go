@@ -120,8 +120,11 @@ func DecodeRecord(b []byte) (*Record, error) {
 		return r, json.Unmarshal(b, r)
 	}
 	var w recordWire
-	if err := json.Unmarshal(head, &w); err != nil {
-		return nil, err
+	if !decodeHeaderFast(head, &w) {
+		w = recordWire{}
+		if err := json.Unmarshal(head, &w); err != nil {
+			return nil, err
+		}
 	}
 	if w.Preimage != nil {
 		return nil, errors.New("pre-image both in the header and after it")
