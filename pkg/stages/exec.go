@@ -28,13 +28,45 @@ func NewExec(grace time.Duration) *Exec { return &Exec{Grace: grace} }
 // Version implements Kind.
 func (*Exec) Version() string { return "orch.exec.v1" }
 
-var templateRE = regexp.MustCompile(`\{\{\s*([^{}]*?)\s*\}\}`)
+// template is one {{ REF }} in a command: cmd[start:end] is the whole
+// reference, ref its name without the braces and surrounding whitespace.
+type template struct {
+	start, end int
+	ref        string
+}
+
+// templates finds the {{...}} references of cmd, in order: "{{", optional
+// whitespace, a name without braces, optional whitespace, "}}" (the regular
+// expression \{\{\s*([^{}]*?)\s*\}\}, scanned by hand: a pipeline of a
+// thousand stages is checked on every plan).
+func templates(cmd string) []template {
+	var ts []template
+	for i := 0; i+1 < len(cmd); {
+		k := strings.Index(cmd[i:], "{{")
+		if k < 0 {
+			break
+		}
+		start := i + k
+		j := start + 2
+		for j < len(cmd) && cmd[j] != '{' && cmd[j] != '}' {
+			j++
+		}
+		if !strings.HasPrefix(cmd[j:], "}}") {
+			i = start + 1
+			continue
+		}
+		ref := strings.Trim(cmd[start+2:j], " \t\n\f\r")
+		ts = append(ts, template{start: start, end: j + 2, ref: ref})
+		i = j + 2
+	}
+	return ts
+}
 
 // Templates returns the {{...}} references of a command, in order.
 func Templates(cmd string) []string {
 	var refs []string
-	for _, m := range templateRE.FindAllStringSubmatch(cmd, -1) {
-		refs = append(refs, m[1])
+	for _, t := range templates(cmd) {
+		refs = append(refs, t.ref)
 	}
 	return refs
 }
@@ -86,8 +118,10 @@ func checkRef(ref string, d *Decl) string {
 // Expand replaces every {{...}} in cmd with its shell-quoted value.
 func Expand(cmd string, t *Task) (string, error) {
 	var err error
-	out := templateRE.ReplaceAllStringFunc(cmd, func(m string) string {
-		ref := templateRE.FindStringSubmatch(m)[1]
+	var out strings.Builder
+	last := 0
+	for _, tp := range templates(cmd) {
+		ref := tp.ref
 		group, name, _ := strings.Cut(ref, ".")
 		var v string
 		var ok bool
@@ -106,9 +140,12 @@ func Expand(cmd string, t *Task) (string, error) {
 		if !ok && err == nil {
 			err = fmt.Errorf("unknown template {{%s}}", ref)
 		}
-		return ShellQuote(v)
-	})
-	return out, err
+		out.WriteString(cmd[last:tp.start])
+		out.WriteString(ShellQuote(v))
+		last = tp.end
+	}
+	out.WriteString(cmd[last:])
+	return out.String(), err
 }
 
 var safeShell = regexp.MustCompile(`^[A-Za-z0-9_./=:,+@%-]+$`)
