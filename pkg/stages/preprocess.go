@@ -797,7 +797,7 @@ func (p *ppPlan) transform(ctx context.Context, in, out string, outSchema *arrow
 		return 0, err
 	}
 	defer r.Close()
-	w, err := table.Create(out, outSchema)
+	w, err := table.CreateWith(out, outSchema, table.Options{Codec: table.LZ4Raw})
 	if err != nil {
 		return 0, fmt.Errorf("preprocess: create %s: %w", out, err)
 	}

@@ -291,6 +291,7 @@ func BenchmarkWriter(b *testing.B) {
 		}
 	})
 	b.Run("table", func(b *testing.B) { wtBench(b, filepath.Join(dir, "parallel"), sc, recs, Options{}) })
+	b.Run("table-lz4", func(b *testing.B) { wtBench(b, filepath.Join(dir, "lz4"), sc, recs, Options{Codec: LZ4Raw}) })
 }
 
 // wtCPU reports the process's CPU time per op when the returned func runs.
@@ -348,5 +349,41 @@ func TestWriterNoStats(t *testing.T) {
 		if set == noStats[i] {
 			t.Errorf("column %s: statistics set %v, want %v", wtSchema.Field(i).Name, set, !noStats[i])
 		}
+	}
+}
+
+// Options.Codec picks the compression of every column chunk; the values
+// read back are those of the default (zstd) file; an unknown codec is
+// refused.
+func TestWriterCodec(t *testing.T) {
+	rec := wtBatch(rand.New(rand.NewPCG(9, 10)), 0, 3000)
+	defer rec.Release()
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		codec Codec
+		want  compress.Compression
+	}{{Zstd, compress.Codecs.Zstd}, {LZ4Raw, compress.Codecs.Lz4Raw}} {
+		path := filepath.Join(dir, tc.want.String())
+		wtWrite(t, path, wtSchema, []arrow.RecordBatch{rec}, Options{Codec: tc.codec, RowGroupRows: 1000})
+		r, err := file.OpenParquetFile(path, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for g := range r.NumRowGroups() {
+			for i := range wtSchema.NumFields() {
+				cc, err := r.MetaData().RowGroup(g).ColumnChunk(i)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := cc.Compression(); got != tc.want {
+					t.Errorf("codec %d: row group %d column %s: %s, want %s", tc.codec, g, wtSchema.Field(i).Name, got, tc.want)
+				}
+			}
+		}
+		r.Close()
+	}
+	wtEqual(t, filepath.Join(dir, compress.Codecs.Lz4Raw.String()), filepath.Join(dir, compress.Codecs.Zstd.String()))
+	if _, err := CreateWith(filepath.Join(dir, "bad"), wtSchema, Options{Codec: 99}); err == nil || !strings.Contains(err.Error(), "unknown codec") {
+		t.Errorf("codec 99: %v, want an unknown-codec error", err)
 	}
 }
