@@ -34,9 +34,10 @@ type Options struct {
 	Workers int
 	// RowGroupRows is the most rows per row group (0: MaxRowGroup).
 	RowGroupRows int
-	// NoStats lists the columns written without min/max statistics: for
-	// columns whose statistics tell a reader nothing (one-hot 0/1 columns),
-	// where computing them is a tenth of the write.
+	// NoStats lists the columns written without statistics: for columns
+	// whose statistics tell a reader nothing (one-hot 0/1 columns), where
+	// computing them is a tenth of the write. Dictionary columns never
+	// have them.
 	NoStats []bool
 	// Codec compresses the pages (zero: Zstd).
 	Codec Codec
@@ -122,7 +123,12 @@ func CreateWith(path string, schema *arrow.Schema, opt Options) (*Writer, error)
 		if dict[i] {
 			opts = append(opts, parquet.WithDictionaryFor(f.Name, true))
 		}
-		if i < len(opt.NoStats) && opt.NoStats[i] {
+		// Dictionary columns never get statistics: pqarrow computes them by
+		// hashing every batch's indices to find the referenced values (the
+		// dictionary object differs from batch to batch), a tenth of
+		// preprocess's CPU, for a min/max of category names that prunes
+		// nothing.
+		if i < len(opt.NoStats) && opt.NoStats[i] || f.Type.ID() == arrow.DICTIONARY {
 			opts = append(opts, parquet.WithStatsFor(f.Name, false))
 		}
 	}
