@@ -878,43 +878,12 @@ func featSourceFor(path string, s *arrow.Schema, all []string, passes int) *feat
 		if i < 0 {
 			return src
 		}
-		width += featWidth(s.Field(i).Type)
+		width += opsWidth(s.Field(i).Type)
 	}
 	if opsNumRows(path)*int64(width) <= int64(src.budget) {
 		src.all = all
 	}
 	return src
-}
-
-// featWidth estimates the decoded bytes per row of a column of type dt.
-func featWidth(dt arrow.DataType) int {
-	switch t := dt.(type) {
-	case *arrow.DictionaryType:
-		return featWidth(t.IndexType)
-	case arrow.FixedWidthDataType:
-		return max(1, t.BitWidth()/8) + 1 // with the validity bitmap, rounded up
-	}
-	return 24 // offsets and a few bytes of data
-}
-
-// featBytes returns the bytes held by the buffers of rec's columns.
-func featBytes(rec arrow.RecordBatch) int {
-	n := 0
-	var add func(d arrow.ArrayData)
-	add = func(d arrow.ArrayData) {
-		for _, b := range d.Buffers() {
-			if b != nil {
-				n += b.Len()
-			}
-		}
-		if d.DataType().ID() == arrow.DICTIONARY {
-			add(d.Dictionary())
-		}
-	}
-	for _, c := range rec.Columns() {
-		add(c.Data())
-	}
-	return n
 }
 
 // drop releases the kept batches.
@@ -990,7 +959,7 @@ func (p *featPlan) scanInput(ctx context.Context, src *featSource, cols []string
 			return nil
 		}
 		if keep {
-			if kept += featBytes(rec); kept > src.budget {
+			if kept += opsBatchBytes(rec); kept > src.budget {
 				src.drop() // larger than estimated: stream every pass
 				keep = false
 			} else {

@@ -360,20 +360,7 @@ func TestFeaturesReadOnce(t *testing.T) {
 	featCacheBytes = 0
 	streamed, stStreamed, _ := featTRun(t, in, featTParityFeat)
 	featCacheBytes = saved
-	if !slices.Equal(once.names, streamed.names) || once.rows != streamed.rows {
-		t.Fatalf("columns %v (%d rows), streamed %v (%d rows)", once.names, once.rows, streamed.names, streamed.rows)
-	}
-	for _, c := range once.names {
-		a, b := once.nums[c], streamed.nums[c]
-		if len(a) != len(b) {
-			t.Fatalf("%s: %d values, streamed %d", c, len(a), len(b))
-		}
-		for i := range a {
-			if a[i] != b[i] && !(math.IsNaN(a[i]) && math.IsNaN(b[i])) {
-				t.Fatalf("%s row %d: %v, streamed %v", c, i, a[i], b[i])
-			}
-		}
-	}
+	opsTSame(t, once, streamed)
 	ja, _ := json.Marshal(stOnce)
 	jb, _ := json.Marshal(stStreamed)
 	if string(ja) != string(jb) {

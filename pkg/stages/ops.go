@@ -39,6 +39,37 @@ func opsNumRows(path string) int64 {
 	return f.NumRows()
 }
 
+// opsWidth estimates the decoded bytes per row of a column of type dt.
+func opsWidth(dt arrow.DataType) int {
+	switch t := dt.(type) {
+	case *arrow.DictionaryType:
+		return opsWidth(t.IndexType)
+	case arrow.FixedWidthDataType:
+		return max(1, t.BitWidth()/8) + 1 // with the validity bitmap, rounded up
+	}
+	return 24 // offsets and a few bytes of data
+}
+
+// opsBatchBytes returns the bytes held by the buffers of rec's columns.
+func opsBatchBytes(rec arrow.RecordBatch) int {
+	n := 0
+	var add func(d arrow.ArrayData)
+	add = func(d arrow.ArrayData) {
+		for _, b := range d.Buffers() {
+			if b != nil {
+				n += b.Len()
+			}
+		}
+		if d.DataType().ID() == arrow.DICTIONARY {
+			add(d.Dictionary())
+		}
+	}
+	for _, c := range rec.Columns() {
+		add(c.Data())
+	}
+	return n
+}
+
 // opsIndex returns the index of the column called name in schema, or -1.
 func opsIndex(s *arrow.Schema, name string) int {
 	if i := s.FieldIndices(name); len(i) > 0 {

@@ -228,6 +228,29 @@ func opsTRun(t testing.TB, k Kind, in string, params map[string]any, outputs ...
 	return outs, log.String(), err
 }
 
+// opsTSame fails unless the two read-back tables hold the same columns and
+// values (NaN equal to NaN).
+func opsTSame(t *testing.T, got, want *opsTTable) {
+	t.Helper()
+	if !slices.Equal(got.names, want.names) || got.rows != want.rows {
+		t.Fatalf("columns %v (%d rows), want %v (%d rows)", got.names, got.rows, want.names, want.rows)
+	}
+	for _, c := range got.names {
+		if !slices.Equal(got.strs[c], want.strs[c]) {
+			t.Fatalf("%s: strings differ", c)
+		}
+		a, b := got.nums[c], want.nums[c]
+		if len(a) != len(b) {
+			t.Fatalf("%s: %d values, want %d", c, len(a), len(b))
+		}
+		for i := range a {
+			if a[i] != b[i] && !(math.IsNaN(a[i]) && math.IsNaN(b[i])) {
+				t.Fatalf("%s row %d: %v, want %v", c, i, a[i], b[i])
+			}
+		}
+	}
+}
+
 // opsTTable is a read-back table: column name → values (float64 with NaN
 // for null, or strings with "<null>"), and types.
 type opsTTable struct {
