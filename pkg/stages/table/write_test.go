@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -353,9 +354,9 @@ func TestWriterNoStats(t *testing.T) {
 	}
 }
 
-// Options.Codec picks the compression of every column chunk; the values
-// read back are those of the default (zstd) file; an unknown codec is
-// refused.
+// Options.Codec picks the compression of every column chunk; integer and
+// date columns are DELTA_BINARY_PACKED, the others not; the values read
+// back are those of the default (zstd) file; an unknown codec is refused.
 func TestWriterCodec(t *testing.T) {
 	rec := wtBatch(rand.New(rand.NewPCG(9, 10)), 0, 3000)
 	defer rec.Release()
@@ -378,6 +379,10 @@ func TestWriterCodec(t *testing.T) {
 				}
 				if got := cc.Compression(); got != tc.want {
 					t.Errorf("codec %d: row group %d column %s: %s, want %s", tc.codec, g, wtSchema.Field(i).Name, got, tc.want)
+				}
+				delta := slices.Contains(cc.Encodings(), parquet.Encodings.DeltaBinaryPacked)
+				if want := deltaEncoded(wtSchema.Field(i).Type); delta != want {
+					t.Errorf("column %s: DELTA_BINARY_PACKED %v, want %v (encodings %v)", wtSchema.Field(i).Name, delta, want, cc.Encodings())
 				}
 			}
 		}
