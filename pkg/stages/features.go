@@ -872,15 +872,7 @@ func featSourceFor(path string, s *arrow.Schema, all []string, passes int) *feat
 	if passes < 2 {
 		return src
 	}
-	width := 0
-	for _, c := range all {
-		i := opsIndex(s, c)
-		if i < 0 {
-			return src
-		}
-		width += opsWidth(s.Field(i).Type)
-	}
-	if opsNumRows(path)*int64(width) <= int64(src.budget) {
+	if opsFits(path, s, all, src.budget) {
 		src.all = all
 	}
 	return src

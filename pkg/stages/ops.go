@@ -39,6 +39,20 @@ func opsNumRows(path string) int64 {
 	return f.NumRows()
 }
 
+// opsFits reports whether the columns cols (of schema s) of the table file
+// at path are estimated to take at most budget bytes decoded.
+func opsFits(path string, s *arrow.Schema, cols []string, budget int) bool {
+	width := 0
+	for _, c := range cols {
+		i := opsIndex(s, c)
+		if i < 0 {
+			return false
+		}
+		width += opsWidth(s.Field(i).Type)
+	}
+	return opsNumRows(path)*int64(width) <= int64(budget)
+}
+
 // opsWidth estimates the decoded bytes per row of a column of type dt.
 func opsWidth(dt arrow.DataType) int {
 	switch t := dt.(type) {

@@ -354,15 +354,7 @@ func ppHoldFor(path string, s *arrow.Schema, cols []string, online bool) *ppHeld
 	if !online || len(cols) == 0 || len(cols) >= s.NumFields() {
 		return nil
 	}
-	width := 0
-	for _, c := range cols {
-		i := opsIndex(s, c)
-		if i < 0 {
-			return nil
-		}
-		width += opsWidth(s.Field(i).Type)
-	}
-	if opsNumRows(path)*int64(width) > int64(ppHoldBytes) {
+	if !opsFits(path, s, cols, ppHoldBytes) {
 		return nil
 	}
 	return &ppHeld{cols: cols, budget: ppHoldBytes}
