@@ -530,7 +530,12 @@ func (*Features) Run(ctx context.Context, t *Task) error {
 	for _, o := range plan.ops {
 		maxFit = max(maxFit, o.fitLevel)
 	}
-	src := &featSource{path: in}
+	all := make([]int, len(plan.ops))
+	for i := range all {
+		all[i] = i
+	}
+	src := featSourceFor(in, schema, plan.inputs(all, plan.keep), maxFit+1)
+	defer src.drop()
 	for pass := 1; pass <= maxFit; pass++ {
 		var fit []int
 		for _, o := range plan.ops {
@@ -840,37 +845,66 @@ func (b *featBatch) run(ops []int) error {
 	return nil
 }
 
+// featCacheBytes is the most decoded input a features run keeps in memory
+// so that its passes read the input table once: the fit passes and the
+// output pass then walk the kept batches instead of decoding the file again.
+// Larger inputs are streamed from the file by every pass.
+var featCacheBytes = 256 << 20
+
 // featSource is the input table the passes read.
 type featSource struct {
 	path string
+	// all lists every input column any pass reads, while the first pass
+	// may still keep the batches; nil: stream every pass from the file.
+	all []string
+	// batches holds the input's batches (columns all) once a whole pass
+	// has kept them; done says it has.
+	batches []arrow.RecordBatch
+	done    bool
+	budget  int // the most decoded bytes kept
+}
+
+// featSourceFor returns the source of a run whose passes read the columns
+// all (of schema s), keeping the decoded batches when passes > 1 and their
+// estimated size is within featCacheBytes.
+func featSourceFor(path string, s *arrow.Schema, all []string, passes int) *featSource {
+	src := &featSource{path: path, budget: featCacheBytes}
+	if passes < 2 {
+		return src
+	}
+	if opsFits(path, s, all, src.budget) {
+		src.all = all
+	}
+	return src
+}
+
+// drop releases the kept batches.
+func (src *featSource) drop() {
+	for _, rec := range src.batches {
+		if rec != nil {
+			rec.Release()
+		}
+	}
+	src.batches, src.all, src.done = nil, nil, false
 }
 
 // scanInput streams the given input columns, calling fn with each batch
 // after computing the given ops.
-func (p *featPlan) scanInput(ctx context.Context, src *featSource, cols []string, ops []int, fn func(*featBatch) error) error {
+// When src keeps its batches, the first pass reads every column any pass
+// needs and keeps them; later passes walk the kept batches, and the last
+// (final) releases each batch once done with it.
+func (p *featPlan) scanInput(ctx context.Context, src *featSource, cols []string, ops []int, final bool, fn func(*featBatch) error) error {
 	if len(cols) == 0 {
 		return fmt.Errorf("features %s: no input column to read", src.path)
 	}
-	r, err := table.Open(ctx, src.path, cols)
-	if err != nil {
-		return err
-	}
-	defer r.Close()
 	var off int64
-	for {
+	each := func(rec arrow.RecordBatch) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		rec, err := r.Next()
-		if err != nil {
-			return fmt.Errorf("features %s: %w", src.path, err)
-		}
-		if rec == nil {
-			return nil
-		}
 		b := &featBatch{plan: p, rec: rec, sc: rec.Schema(), off: off, n: int(rec.NumRows()),
 			out: make([]arrow.Array, len(p.ops)), multi: make([][]arrow.Array, len(p.ops)), f64: map[featRef][]float64{}}
-		err = b.run(ops)
+		err := b.run(ops)
 		if err == nil {
 			err = fn(b)
 		}
@@ -879,6 +913,55 @@ func (p *featPlan) scanInput(ctx context.Context, src *featSource, cols []string
 			return fmt.Errorf("features %s: %w", src.path, err)
 		}
 		off += int64(b.n)
+		return nil
+	}
+	if src.done {
+		for i, rec := range src.batches {
+			err := each(rec)
+			if final {
+				rec.Release()
+				src.batches[i] = nil
+			}
+			if err != nil {
+				return err
+			}
+		}
+		if final {
+			src.drop()
+		}
+		return nil
+	}
+	keep := src.all != nil && !final
+	if keep {
+		cols = src.all
+	}
+	r, err := table.Open(ctx, src.path, cols)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	kept := 0
+	for {
+		rec, err := r.Next()
+		if err != nil {
+			return fmt.Errorf("features %s: %w", src.path, err)
+		}
+		if rec == nil {
+			src.done = keep
+			return nil
+		}
+		if keep {
+			if kept += opsBatchBytes(rec); kept > src.budget {
+				src.drop() // larger than estimated: stream every pass
+				keep = false
+			} else {
+				rec.Retain()
+				src.batches = append(src.batches, rec)
+			}
+		}
+		if err := each(rec); err != nil {
+			return err
+		}
 	}
 }
 
@@ -894,7 +977,7 @@ func (p *featPlan) fitPass(ctx context.Context, src *featSource, fit []int) erro
 	}
 	need := p.need(deps)
 	cols := p.inputs(append(append([]int(nil), need...), fit...), nil)
-	err := p.scanInput(ctx, src, cols, need, func(b *featBatch) error {
+	err := p.scanInput(ctx, src, cols, need, false, func(b *featBatch) error {
 		for _, i := range fit {
 			if err := p.ops[i].fit(b); err != nil {
 				return fmt.Errorf("%s: %w", p.ops[i].label, opsAtRow(err, b.off))
@@ -974,13 +1057,13 @@ func (p *featPlan) transform(ctx context.Context, src *featSource, out string, o
 	if len(noStats) != outSchema.NumFields() {
 		noStats = nil // slots and schema disagree: keep every statistic
 	}
-	w, err := table.CreateWith(out, outSchema, table.Options{NoStats: noStats})
+	w, err := table.CreateWith(out, outSchema, table.Options{NoStats: noStats, Codec: table.LZ4Raw})
 	if err != nil {
 		return 0, fmt.Errorf("features: create %s: %w", out, err)
 	}
 	ow := opsStartWriter(w)
 	var rows int64
-	err = p.scanInput(ctx, src, cols, need, func(b *featBatch) error {
+	err = p.scanInput(ctx, src, cols, need, true, func(b *featBatch) error {
 		var arrs []arrow.Array
 		for _, sl := range p.slots {
 			switch {

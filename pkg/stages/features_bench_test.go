@@ -40,7 +40,7 @@ func BenchmarkPreprocessFeatures(b *testing.B) {
 }
 
 // featTSynthChurn writes n rows shaped like gen_churn.py's data.
-func featTSynthChurn(b *testing.B, n int) string {
+func featTSynthChurn(b testing.TB, n int) string {
 	r := rand.New(rand.NewPCG(20240607, 1))
 	pick := func(names ...string) []string {
 		out := make([]string, n)

@@ -348,3 +348,54 @@ func TestFeaturesCheck(t *testing.T) {
 		t.Errorf("io: %v, outputs %v", ps, d.Outputs)
 	}
 }
+
+// The passes of a run read the input once when it fits featCacheBytes;
+// the table and statistics are the same as when every pass streams the
+// file, and a source whose batches outgrow its budget while being read
+// drops them and still delivers every row.
+func TestFeaturesReadOnce(t *testing.T) {
+	in := featTSynthChurn(t, 150_000) // three batches
+	once, stOnce, _ := featTRun(t, in, featTParityFeat)
+	saved := featCacheBytes
+	featCacheBytes = 0
+	streamed, stStreamed, _ := featTRun(t, in, featTParityFeat)
+	featCacheBytes = saved
+	opsTSame(t, once, streamed)
+	ja, _ := json.Marshal(stOnce)
+	jb, _ := json.Marshal(stStreamed)
+	if string(ja) != string(jb) {
+		t.Errorf("stats differ:\n%s\nstreamed:\n%s", ja, jb)
+	}
+
+	plan, ps := featCompile(opsTParams(t, featTParityFeat))
+	if len(ps) > 0 {
+		t.Fatal(ps)
+	}
+	sc, err := ppSchema(t.Context(), in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := plan.bind(sc, in); err != nil {
+		t.Fatal(err)
+	}
+	all := make([]int, len(plan.ops))
+	for i := range all {
+		all[i] = i
+	}
+	src := featSourceFor(in, sc, plan.inputs(all, plan.keep), 3)
+	if src.all == nil {
+		t.Fatal("a 150000-row input is not kept")
+	}
+	src.budget = 1 << 20 // less than one batch
+	rows := 0
+	err = plan.scanInput(t.Context(), src, []string{"customer_id"}, nil, false, func(b *featBatch) error {
+		rows += b.n
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rows != 150_000 || src.done || src.batches != nil || src.all != nil {
+		t.Errorf("over budget: %d rows, done %v, %d batches kept, all %v", rows, src.done, len(src.batches), src.all)
+	}
+}

@@ -39,6 +39,51 @@ func opsNumRows(path string) int64 {
 	return f.NumRows()
 }
 
+// opsFits reports whether the columns cols (of schema s) of the table file
+// at path are estimated to take at most budget bytes decoded.
+func opsFits(path string, s *arrow.Schema, cols []string, budget int) bool {
+	width := 0
+	for _, c := range cols {
+		i := opsIndex(s, c)
+		if i < 0 {
+			return false
+		}
+		width += opsWidth(s.Field(i).Type)
+	}
+	return opsNumRows(path)*int64(width) <= int64(budget)
+}
+
+// opsWidth estimates the decoded bytes per row of a column of type dt.
+func opsWidth(dt arrow.DataType) int {
+	switch t := dt.(type) {
+	case *arrow.DictionaryType:
+		return opsWidth(t.IndexType)
+	case arrow.FixedWidthDataType:
+		return max(1, t.BitWidth()/8) + 1 // with the validity bitmap, rounded up
+	}
+	return 24 // offsets and a few bytes of data
+}
+
+// opsBatchBytes returns the bytes held by the buffers of rec's columns.
+func opsBatchBytes(rec arrow.RecordBatch) int {
+	n := 0
+	var add func(d arrow.ArrayData)
+	add = func(d arrow.ArrayData) {
+		for _, b := range d.Buffers() {
+			if b != nil {
+				n += b.Len()
+			}
+		}
+		if d.DataType().ID() == arrow.DICTIONARY {
+			add(d.Dictionary())
+		}
+	}
+	for _, c := range rec.Columns() {
+		add(c.Data())
+	}
+	return n
+}
+
 // opsIndex returns the index of the column called name in schema, or -1.
 func opsIndex(s *arrow.Schema, name string) int {
 	if i := s.FieldIndices(name); len(i) > 0 {
@@ -303,20 +348,32 @@ func opsStringAt(a arrow.Array, i int) string {
 	return a.ValueStr(i)
 }
 
-// opsIntMap maps int64 keys to dense ids 0..n-1 (open addressing, linear
-// probing, Fibonacci hashing): the hot path of dedupe and of grouping by an
-// integer id, without Go map overhead.
+// opsIntMap maps int64 keys to dense ids 0..n-1: the hot path of dedupe
+// and of grouping by an integer id, without Go map overhead. While every key
+// seen lies in a range of at most maxDense values (ids like customer
+// numbers), ids are looked up by key - lo in one array, which keys that come
+// nearly in order walk through like a stream; beyond that, an open-addressing
+// table (linear probing, Fibonacci hashing), whose random probes miss the
+// cache for large key sets. Either way the ids are given in first-seen order.
 type opsIntMap struct {
 	keys  []int64
 	ids   []int32 // id+1; 0 marks an empty slot
 	shift uint
 	n     int
+
+	hashed   bool    // the keys are in keys/ids, not dense
+	dense    []int32 // id+1 of key lo+i; 0: absent
+	lo       int64
+	maxDense int // the most slots dense may have
+	want     int // the keys reserve asked room for
 }
 
+// opsDenseMin is the range of keys the dense mode takes before reserve says
+// how many keys to expect.
+const opsDenseMin = 1 << 20
+
 func newOpsIntMap() *opsIntMap {
-	m := &opsIntMap{}
-	m.resize(1 << 10)
-	return m
+	return &opsIntMap{maxDense: opsDenseMin}
 }
 
 func (m *opsIntMap) resize(size int) {
@@ -354,9 +411,15 @@ func (m *opsIntMap) put(k int64, id int32) {
 	}
 }
 
-// reserve sizes the table for n keys without growing.
+// reserve sizes the map for n keys without growing: the dense mode may
+// then span 4n values.
 func (m *opsIntMap) reserve(n int) {
-	size := len(m.keys)
+	m.want = max(m.want, n)
+	if !m.hashed {
+		m.maxDense = max(m.maxDense, 4*n)
+		return
+	}
+	size := max(len(m.keys), 1<<10)
 	for size < 2*n+2 {
 		size *= 2
 	}
@@ -365,8 +428,81 @@ func (m *opsIntMap) reserve(n int) {
 	}
 }
 
+// denseSlot returns the index of k in dense, or -1 when k is outside it.
+func (m *opsIntMap) denseSlot(k int64) int {
+	if k < m.lo {
+		return -1
+	}
+	if d := uint64(k) - uint64(m.lo); d < uint64(len(m.dense)) {
+		return int(d)
+	}
+	return -1
+}
+
+// growDense widens dense to hold k, unless the range would pass maxDense.
+func (m *opsIntMap) growDense(k int64) bool {
+	if m.dense == nil {
+		m.lo, m.dense = k, make([]int32, opsUpTo(min(1<<12, m.maxDense), uint64(math.MaxInt64)-uint64(k)))
+		return true
+	}
+	hi := m.lo + int64(len(m.dense)) - 1
+	var span uint64 // the values from min(lo, k) to max(hi, k)
+	if k < m.lo {
+		span = uint64(hi) - uint64(k) + 1
+	} else {
+		span = uint64(k) - uint64(m.lo) + 1
+	}
+	if span == 0 || span > uint64(m.maxDense) {
+		return false
+	}
+	size := min(max(2*len(m.dense), int(span)), m.maxDense)
+	if k < m.lo {
+		size = opsUpTo(size, uint64(hi)^1<<63) // hi - MinInt64: lo stays >= MinInt64
+		lo := hi - int64(size) + 1
+		dense := make([]int32, size)
+		copy(dense[m.lo-lo:], m.dense)
+		m.lo, m.dense = lo, dense
+		return true
+	}
+	size = opsUpTo(size, uint64(math.MaxInt64)-uint64(m.lo)) // the last slot stays <= MaxInt64
+	dense := make([]int32, size)
+	copy(dense, m.dense)
+	m.dense = dense
+	return true
+}
+
+// opsUpTo returns size, or d+1 if that is smaller (d+1 may not fit uint64).
+func opsUpTo(size int, d uint64) int {
+	if uint64(size-1) > d {
+		return int(d + 1)
+	}
+	return size
+}
+
+// toHash moves the keys from dense into the hash table, for good.
+func (m *opsIntMap) toHash() {
+	m.hashed = true
+	size := 1 << 10
+	for size < 2*max(m.n, m.want)+2 {
+		size *= 2
+	}
+	m.resize(size)
+	for i, id := range m.dense {
+		if id != 0 {
+			m.put(m.lo+int64(i), id)
+		}
+	}
+	m.dense = nil
+}
+
 // get returns the id of k, or -1.
 func (m *opsIntMap) get(k int64) int32 {
+	if !m.hashed {
+		if s := m.denseSlot(k); s >= 0 {
+			return m.dense[s] - 1
+		}
+		return -1
+	}
 	mask := len(m.keys) - 1
 	for s := m.slot(k); ; s = (s + 1) & mask {
 		switch id := m.ids[s]; {
@@ -380,6 +516,22 @@ func (m *opsIntMap) get(k int64) int32 {
 
 // add returns the id of k, giving it the next id if it is new.
 func (m *opsIntMap) add(k int64) (id int32, isNew bool) {
+	if !m.hashed {
+		s := m.denseSlot(k)
+		if s < 0 && m.growDense(k) {
+			s = m.denseSlot(k)
+		}
+		if s >= 0 {
+			if got := m.dense[s]; got != 0 {
+				return got - 1, false
+			}
+			id = int32(m.n)
+			m.dense[s] = id + 1
+			m.n++
+			return id, true
+		}
+		m.toHash()
+	}
 	mask := len(m.keys) - 1
 	for s := m.slot(k); ; s = (s + 1) & mask {
 		switch got := m.ids[s]; {

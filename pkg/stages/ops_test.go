@@ -228,6 +228,29 @@ func opsTRun(t testing.TB, k Kind, in string, params map[string]any, outputs ...
 	return outs, log.String(), err
 }
 
+// opsTSame fails unless the two read-back tables hold the same columns and
+// values (NaN equal to NaN).
+func opsTSame(t *testing.T, got, want *opsTTable) {
+	t.Helper()
+	if !slices.Equal(got.names, want.names) || got.rows != want.rows {
+		t.Fatalf("columns %v (%d rows), want %v (%d rows)", got.names, got.rows, want.names, want.rows)
+	}
+	for _, c := range got.names {
+		if !slices.Equal(got.strs[c], want.strs[c]) {
+			t.Fatalf("%s: strings differ", c)
+		}
+		a, b := got.nums[c], want.nums[c]
+		if len(a) != len(b) {
+			t.Fatalf("%s: %d values, want %d", c, len(a), len(b))
+		}
+		for i := range a {
+			if a[i] != b[i] && !(math.IsNaN(a[i]) && math.IsNaN(b[i])) {
+				t.Fatalf("%s row %d: %v, want %v", c, i, a[i], b[i])
+			}
+		}
+	}
+}
+
 // opsTTable is a read-back table: column name → values (float64 with NaN
 // for null, or strings with "<null>"), and types.
 type opsTTable struct {
@@ -401,6 +424,67 @@ func TestOpsCivil(t *testing.T) {
 	}
 }
 
+// The dense mode gives the ids a hash table would, growing up and down,
+// at the ends of int64, and handing over to the hash table when the keys
+// spread too far; reserve widens what it takes.
+func TestOpsIntMapDense(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	for _, tc := range []struct {
+		name   string
+		key    func(i int) int64
+		hashed bool
+	}{
+		{"ascending with repeats", func(i int) int64 { return 1_000_000 + int64(i) - int64(r.IntN(3)) }, false},
+		{"descending", func(i int) int64 { return -int64(i) * 3 }, false},
+		{"near MinInt64", func(i int) int64 { return math.MinInt64 + int64(r.IntN(5000)) }, false},
+		{"near MaxInt64", func(i int) int64 { return math.MaxInt64 - int64(r.IntN(5000)) }, false},
+		{"both ends", func(i int) int64 { return [2]int64{math.MinInt64, math.MaxInt64}[i%2] - int64(i%2) }, true},
+		{"spread", func(i int) int64 { return int64(r.Uint64()) }, true},
+		{"dense then far", func(i int) int64 {
+			if i == 15000 {
+				return 1 << 40
+			}
+			return int64(i % 9000)
+		}, true},
+	} {
+		m := newOpsIntMap()
+		ref := map[int64]int32{}
+		var keys []int64
+		for i := range 20000 {
+			k := tc.key(i)
+			want, seen := ref[k]
+			if !seen {
+				want = int32(len(ref))
+				ref[k] = want
+				keys = append(keys, k)
+			}
+			if id, isNew := m.add(k); id != want || isNew == seen {
+				t.Fatalf("%s: add %d: id %d new %v, want %d new %v", tc.name, k, id, isNew, want, !seen)
+			}
+		}
+		for _, k := range keys {
+			if id := m.get(k); id != ref[k] {
+				t.Fatalf("%s: get %d: %d, want %d", tc.name, k, id, ref[k])
+			}
+		}
+		for _, k := range []int64{math.MinInt64, -7, 0, 999_999, 1 << 50, math.MaxInt64} {
+			if _, in := ref[k]; !in && m.get(k) != -1 {
+				t.Errorf("%s: absent key %d found", tc.name, k)
+			}
+		}
+		if m.hashed != tc.hashed {
+			t.Errorf("%s: hashed %v, want %v", tc.name, m.hashed, tc.hashed)
+		}
+	}
+	m := newOpsIntMap()
+	m.reserve(1 << 20)
+	m.add(0)
+	m.add(3 << 20) // within 4x the reserved keys
+	if m.hashed {
+		t.Error("a range of 3M for 1M reserved keys left the dense mode")
+	}
+}
+
 func TestOpsIntMapGrows(t *testing.T) {
 	m := newOpsIntMap()
 	for i := int64(0); i < 5000; i++ {
@@ -442,5 +526,36 @@ func TestOpsKeysDictionaryAndStrings(t *testing.T) {
 	}
 	if _, err := newOpsKeys(arrow.PrimitiveTypes.Float64); err == nil {
 		t.Error("float keys accepted")
+	}
+}
+
+// BenchmarkOpsIntMap adds 3M customer-id-like keys (ascending, 0.5%
+// repeats), as preprocess's dedupe does: in the dense mode, and in the
+// hash table the map used for every key set before.
+//
+//	go test ./pkg/stages -run '^$' -bench OpsIntMap -benchtime 5x
+func BenchmarkOpsIntMap(b *testing.B) {
+	const n = 3_000_000
+	r := rand.New(rand.NewPCG(13, 14))
+	keys := make([]int64, n)
+	for i := range keys {
+		keys[i] = 1_000_000 + int64(i)
+		if r.IntN(200) == 0 {
+			keys[i] = 1_000_000 + int64(r.IntN(n))
+		}
+	}
+	for _, hashed := range []bool{false, true} {
+		b.Run(map[bool]string{false: "dense", true: "hashed"}[hashed], func(b *testing.B) {
+			for range b.N {
+				m := newOpsIntMap()
+				m.reserve(n)
+				if hashed {
+					m.toHash()
+				}
+				for _, k := range keys {
+					m.add(k)
+				}
+			}
+		})
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -283,8 +284,10 @@ func (*Preprocess) Run(ctx context.Context, t *Task) error {
 		}
 	}
 	passCols = opsUnique(passCols)
+	held := ppHoldFor(in, schema, passCols, online)
+	defer held.release()
 	if len(passCols) > 0 {
-		keep, rowsIn, err = p.scan(ctx, in, passCols, online, stats)
+		keep, rowsIn, err = p.scan(ctx, in, passCols, online, stats, held)
 		if err != nil {
 			return err
 		}
@@ -305,7 +308,7 @@ func (*Preprocess) Run(ctx context.Context, t *Task) error {
 	}
 
 	// Last pass: transform every column and write.
-	rowsOut, err := p.transform(ctx, in, out, outSchema, keep, stats)
+	rowsOut, err := p.transform(ctx, in, out, schema, outSchema, keep, stats, held)
 	if err != nil {
 		return err
 	}
@@ -328,6 +331,84 @@ func (*Preprocess) Run(ctx context.Context, t *Task) error {
 		}
 	}
 	return nil
+}
+
+// ppHoldBytes is the most decoded input preprocess keeps from its first
+// pass, so that the last pass decodes only the other columns.
+var ppHoldBytes = 256 << 20
+
+// ppHeld keeps the batches the first pass read (columns cols), for the last
+// pass to join with the other columns instead of decoding them again.
+type ppHeld struct {
+	cols    []string
+	batches []arrow.RecordBatch
+	bytes   int
+	budget  int
+	off     bool // over budget: the last pass reads every column
+}
+
+// ppHoldFor returns where the first pass over path keeps its columns cols,
+// or nil when it should not: the pass is not the online one, it reads every
+// column (or none), or the columns' estimated size is over ppHoldBytes.
+func ppHoldFor(path string, s *arrow.Schema, cols []string, online bool) *ppHeld {
+	if !online || len(cols) == 0 || len(cols) >= s.NumFields() {
+		return nil
+	}
+	if !opsFits(path, s, cols, ppHoldBytes) {
+		return nil
+	}
+	return &ppHeld{cols: cols, budget: ppHoldBytes}
+}
+
+// add keeps rec, unless the batches outgrow the budget: then it drops them
+// all.
+func (h *ppHeld) add(rec arrow.RecordBatch) {
+	if h == nil || h.off {
+		return
+	}
+	if h.bytes += opsBatchBytes(rec); h.bytes > h.budget {
+		h.release()
+		h.off = true
+		return
+	}
+	rec.Retain()
+	h.batches = append(h.batches, rec)
+}
+
+// use reports whether the last pass joins the kept batches.
+func (h *ppHeld) use() bool { return h != nil && !h.off }
+
+func (h *ppHeld) release() {
+	if h == nil {
+		return
+	}
+	for _, b := range h.batches {
+		if b != nil {
+			b.Release()
+		}
+	}
+	h.batches = nil
+}
+
+// join returns batch i of the input (schema full): the columns in rest,
+// with the kept columns of batch i; it releases the kept batch.
+func (h *ppHeld) join(full *arrow.Schema, rest arrow.RecordBatch, i int) (arrow.RecordBatch, error) {
+	if i >= len(h.batches) || h.batches[i].NumRows() != rest.NumRows() {
+		return nil, fmt.Errorf("internal error: batch %d of the last pass does not match the first pass's", i)
+	}
+	kept := h.batches[i]
+	cols := make([]arrow.Array, full.NumFields())
+	for j, f := range full.Fields() {
+		src := rest
+		if opsIndex(kept.Schema(), f.Name) >= 0 {
+			src = kept
+		}
+		cols[j] = src.Column(opsIndex(src.Schema(), f.Name))
+	}
+	rec := array.NewRecordBatch(full, cols, rest.NumRows())
+	kept.Release()
+	h.batches[i] = nil
+	return rec, nil
 }
 
 func opsUnique(s []string) []string {
@@ -487,7 +568,8 @@ func (p *ppPlan) validate(s *arrow.Schema, path string) (*arrow.Schema, []*ppSta
 
 // scan reads the filter, key (and, when online, statistics) columns and
 // returns which rows survive the filters and dedupe.
-func (p *ppPlan) scan(ctx context.Context, path string, cols []string, online bool, stats []*ppStat) ([]bool, int64, error) {
+// With held, it keeps the batches it reads for the last pass.
+func (p *ppPlan) scan(ctx context.Context, path string, cols []string, online bool, stats []*ppStat, held *ppHeld) ([]bool, int64, error) {
 	r, err := table.Open(ctx, path, cols)
 	if err != nil {
 		return nil, 0, err
@@ -586,6 +668,7 @@ func (p *ppPlan) scan(ctx context.Context, path string, cols []string, online bo
 				return nil, 0, fmt.Errorf("preprocess %s: %w", path, err)
 			}
 		}
+		held.add(rec)
 		rows += int64(n)
 	}
 	if rows > math.MaxInt32 && len(keys) > 0 && p.keep != "first" {
@@ -790,14 +873,23 @@ func (p *ppPlan) finish(s *ppStat) error {
 }
 
 // transform streams every column through fill, clip and cast, dropping the
-// rows not kept, and writes the result.
-func (p *ppPlan) transform(ctx context.Context, in, out string, outSchema *arrow.Schema, keep []bool, stats []*ppStat) (int64, error) {
-	r, err := table.Open(ctx, in, nil)
+// rows not kept, and writes the result. With held batches it decodes only
+// the columns the first pass did not keep.
+func (p *ppPlan) transform(ctx context.Context, in, out string, full, outSchema *arrow.Schema, keep []bool, stats []*ppStat, held *ppHeld) (int64, error) {
+	var rest []string // nil: every column
+	if held.use() {
+		for _, f := range full.Fields() {
+			if !slices.Contains(held.cols, f.Name) {
+				rest = append(rest, f.Name)
+			}
+		}
+	}
+	r, err := table.Open(ctx, in, rest)
 	if err != nil {
 		return 0, err
 	}
 	defer r.Close()
-	w, err := table.Create(out, outSchema)
+	w, err := table.CreateWith(out, outSchema, table.Options{Codec: table.LZ4Raw})
 	if err != nil {
 		return 0, fmt.Errorf("preprocess: create %s: %w", out, err)
 	}
@@ -806,9 +898,10 @@ func (p *ppPlan) transform(ctx context.Context, in, out string, outSchema *arrow
 	for _, s := range stats {
 		byCol[s.col] = s
 	}
-	sc := r.Schema()
+	sc := full
 	var rows, off int64
 	var mask []bool
+	batchNo := 0
 	fail := func(err error) (int64, error) {
 		_ = ow.finish()
 		w.Close()
@@ -823,11 +916,21 @@ func (p *ppPlan) transform(ctx context.Context, in, out string, outSchema *arrow
 			return fail(fmt.Errorf("preprocess %s: %w", in, err))
 		}
 		if rec == nil {
+			if held.use() && batchNo != len(held.batches) {
+				return fail(fmt.Errorf("preprocess %s: internal error: %d batches in the last pass, %d in the first", in, batchNo, len(held.batches)))
+			}
 			break
 		}
 		n := int64(rec.NumRows())
 		batch := rec
-		batch.Retain()
+		if held.use() {
+			if batch, err = held.join(full, rec, batchNo); err != nil {
+				return fail(fmt.Errorf("preprocess %s: %w", in, err))
+			}
+		} else {
+			batch.Retain()
+		}
+		batchNo++
 		if keep != nil {
 			mask = keep[off : off+n]
 			all := true
@@ -838,7 +941,7 @@ func (p *ppPlan) transform(ctx context.Context, in, out string, outSchema *arrow
 				}
 			}
 			if !all {
-				fb, err := ppFilterBatch(ctx, rec, mask)
+				fb, err := ppFilterBatch(ctx, batch, mask)
 				batch.Release()
 				if err != nil {
 					return fail(fmt.Errorf("preprocess %s: %w", in, err))

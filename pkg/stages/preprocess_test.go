@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/orch-dev/orch/pkg/stages/table"
 )
 
 // ppTInput is a small churn-like table: id 2 appears twice, total_charges
@@ -348,5 +349,48 @@ func TestPreprocessDateFilterAndBool(t *testing.T) {
 	_, _, err := opsTRun(t, NewPreprocess(), in, map[string]any{"filter": []any{"d > 5"}}, "table")
 	if err == nil || !strings.Contains(err.Error(), "holds dates") {
 		t.Errorf("date vs number: %v", err)
+	}
+}
+
+// The last pass joins the columns the first pass kept with the others it
+// decodes: the table is the same as when it decodes every column; a held
+// set that outgrows its budget is dropped whole.
+func TestPreprocessHoldsFirstPass(t *testing.T) {
+	in := featTSynthChurn(t, 150_000) // three batches
+	pre := map[string]any{}
+	for k, v := range featTParityPre {
+		if k != "cast" {
+			pre[k] = v
+		}
+	}
+	sc, err := ppSchema(t.Context(), in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ppHoldFor(in, sc, []string{"customer_id", "total_charges"}, true) == nil {
+		t.Fatal("two columns of 150000 rows are not held")
+	}
+	held, _ := ppTRun(t, in, pre)
+	saved := ppHoldBytes
+	ppHoldBytes = 0
+	read, _ := ppTRun(t, in, pre)
+	ppHoldBytes = saved
+	opsTSame(t, held, read)
+
+	r, err := table.Open(t.Context(), in, []string{"customer_id"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	rec, err := r.Next()
+	if err != nil || rec == nil {
+		t.Fatal(rec, err)
+	}
+	h := &ppHeld{cols: []string{"customer_id"}, budget: 1 << 30}
+	h.add(rec)
+	h.budget = h.bytes + 1
+	h.add(rec)
+	if h.use() || h.batches != nil {
+		t.Errorf("over budget: use %v, %d batches kept", h.use(), len(h.batches))
 	}
 }

@@ -4,7 +4,7 @@
 //
 // Words:
 //   - Batch: an arrow.RecordBatch of up to BatchRows rows.
-//   - Table file: Parquet, zstd-compressed, with the Arrow schema stored so
+//   - Table file: Parquet, zstd- or LZ4_RAW-compressed, with the Arrow schema stored so
 //     dictionary-encoded and narrow types round-trip; readable by pandas,
 //     Polars and DuckDB. Writer encodes and compresses the columns of a
 //     row group concurrently (pqarrow's writer does one column after

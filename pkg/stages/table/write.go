@@ -34,13 +34,30 @@ type Options struct {
 	Workers int
 	// RowGroupRows is the most rows per row group (0: MaxRowGroup).
 	RowGroupRows int
-	// NoStats lists the columns written without min/max statistics: for
-	// columns whose statistics tell a reader nothing (one-hot 0/1 columns),
-	// where computing them is a tenth of the write.
+	// NoStats lists the columns written without statistics: for columns
+	// whose statistics tell a reader nothing (one-hot 0/1 columns), where
+	// computing them is a tenth of the write. Dictionary columns never
+	// have them.
 	NoStats []bool
+	// Codec compresses the pages (zero: Zstd).
+	Codec Codec
 }
 
-// Writer writes a Parquet table file (zstd level 1, row groups of up to
+// Codec is how a table file's pages are compressed.
+type Codec int
+
+const (
+	// Zstd, level 1: the smallest files, for tables read seldom or shipped
+	// (ingest's output, the fitted statistics).
+	Zstd Codec = iota
+	// LZ4Raw (Parquet's LZ4_RAW): files 30-50% larger than Zstd's, encoded
+	// about twice and decoded three to five times as fast; for the
+	// intermediate tables that the next stage reads at once. pandas
+	// (pyarrow), Polars and DuckDB read it.
+	LZ4Raw
+)
+
+// Writer writes a Parquet table file (zstd level 1 or LZ4_RAW, row groups of up to
 // MaxRowGroup rows, the Arrow schema stored so dictionary and narrow types
 // round-trip). Unlike pqarrow.FileWriter, which encodes and compresses one
 // column after another, it encodes the columns of a row group concurrently:
@@ -89,17 +106,31 @@ func CreateWith(path string, schema *arrow.Schema, opt Options) (*Writer, error)
 			dict[i] = i < len(opt.Dict) && opt.Dict[i]
 		}
 	}
-	opts := []parquet.WriterProperty{
-		parquet.WithCompression(compress.Codecs.Zstd),
-		parquet.WithCompressionLevel(1),
+	var codec []parquet.WriterProperty
+	switch opt.Codec {
+	case Zstd:
+		codec = []parquet.WriterProperty{parquet.WithCompression(compress.Codecs.Zstd), parquet.WithCompressionLevel(1)}
+	case LZ4Raw:
+		codec = []parquet.WriterProperty{parquet.WithCompression(compress.Codecs.Lz4Raw)}
+	default:
+		return nil, fmt.Errorf("%s: unknown codec %d", path, opt.Codec)
+	}
+	opts := append(codec,
 		parquet.WithDictionaryDefault(false),
 		parquet.WithMaxRowGroupLength(int64(maxRows)),
-	}
+	)
 	for i, f := range schema.Fields() {
 		if dict[i] {
 			opts = append(opts, parquet.WithDictionaryFor(f.Name, true))
+		} else if deltaEncoded(f.Type) {
+			opts = append(opts, parquet.WithEncodingFor(f.Name, parquet.Encodings.DeltaBinaryPacked))
 		}
-		if i < len(opt.NoStats) && opt.NoStats[i] {
+		// Dictionary columns never get statistics: pqarrow computes them by
+		// hashing every batch's indices to find the referenced values (the
+		// dictionary object differs from batch to batch), a tenth of
+		// preprocess's CPU, for a min/max of category names that prunes
+		// nothing.
+		if i < len(opt.NoStats) && opt.NoStats[i] || f.Type.ID() == arrow.DICTIONARY {
 			opts = append(opts, parquet.WithStatsFor(f.Name, false))
 		}
 	}
@@ -128,6 +159,19 @@ func CreateWith(path string, schema *arrow.Schema, opt Options) (*Writer, error)
 		workers = runtime.GOMAXPROCS(0)
 	}
 	return &Writer{path: path, f: f, w: w, schema: schema, props: aprops, dict: dict, workers: workers, maxRows: maxRows}, nil
+}
+
+// deltaEncoded reports whether a column of type dt is written with
+// DELTA_BINARY_PACKED rather than PLAIN: integers and dates. Parquet stores
+// int8 and int16 as 4-byte INT32 values; bit-packed deltas make their pages
+// 4-8x smaller before compression, so ingest spends about 10% less CPU
+// (zstd compresses less), and the files are 15-35% smaller.
+func deltaEncoded(dt arrow.DataType) bool {
+	switch dt.ID() {
+	case arrow.INT8, arrow.INT16, arrow.UINT8, arrow.UINT16, arrow.INT32, arrow.DATE32, arrow.INT64:
+		return true
+	}
+	return false
 }
 
 // Write appends one batch to the open row group (starting one if needed,

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -291,6 +292,7 @@ func BenchmarkWriter(b *testing.B) {
 		}
 	})
 	b.Run("table", func(b *testing.B) { wtBench(b, filepath.Join(dir, "parallel"), sc, recs, Options{}) })
+	b.Run("table-lz4", func(b *testing.B) { wtBench(b, filepath.Join(dir, "lz4"), sc, recs, Options{Codec: LZ4Raw}) })
 }
 
 // wtCPU reports the process's CPU time per op when the returned func runs.
@@ -322,8 +324,8 @@ func wtWrite(t testing.TB, path string, sc *arrow.Schema, recs []arrow.RecordBat
 	wtFeed(t, recs, w.Write, w.Close)
 }
 
-// Options.NoStats leaves out the min/max statistics of the columns it
-// names, and only those.
+// Options.NoStats leaves out the statistics of the columns it names, and
+// of dictionary columns, and only those.
 func TestWriterNoStats(t *testing.T) {
 	rec := wtBatch(rand.New(rand.NewPCG(7, 8)), 0, 100)
 	defer rec.Release()
@@ -345,8 +347,49 @@ func TestWriterNoStats(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if set == noStats[i] {
-			t.Errorf("column %s: statistics set %v, want %v", wtSchema.Field(i).Name, set, !noStats[i])
+		want := !noStats[i] && wtSchema.Field(i).Type.ID() != arrow.DICTIONARY
+		if set != want {
+			t.Errorf("column %s: statistics set %v, want %v", wtSchema.Field(i).Name, set, want)
 		}
+	}
+}
+
+// Options.Codec picks the compression of every column chunk; integer and
+// date columns are DELTA_BINARY_PACKED, the others not; the values read
+// back are those of the default (zstd) file; an unknown codec is refused.
+func TestWriterCodec(t *testing.T) {
+	rec := wtBatch(rand.New(rand.NewPCG(9, 10)), 0, 3000)
+	defer rec.Release()
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		codec Codec
+		want  compress.Compression
+	}{{Zstd, compress.Codecs.Zstd}, {LZ4Raw, compress.Codecs.Lz4Raw}} {
+		path := filepath.Join(dir, tc.want.String())
+		wtWrite(t, path, wtSchema, []arrow.RecordBatch{rec}, Options{Codec: tc.codec, RowGroupRows: 1000})
+		r, err := file.OpenParquetFile(path, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for g := range r.NumRowGroups() {
+			for i := range wtSchema.NumFields() {
+				cc, err := r.MetaData().RowGroup(g).ColumnChunk(i)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := cc.Compression(); got != tc.want {
+					t.Errorf("codec %d: row group %d column %s: %s, want %s", tc.codec, g, wtSchema.Field(i).Name, got, tc.want)
+				}
+				delta := slices.Contains(cc.Encodings(), parquet.Encodings.DeltaBinaryPacked)
+				if want := deltaEncoded(wtSchema.Field(i).Type); delta != want {
+					t.Errorf("column %s: DELTA_BINARY_PACKED %v, want %v (encodings %v)", wtSchema.Field(i).Name, delta, want, cc.Encodings())
+				}
+			}
+		}
+		r.Close()
+	}
+	wtEqual(t, filepath.Join(dir, compress.Codecs.Lz4Raw.String()), filepath.Join(dir, compress.Codecs.Zstd.String()))
+	if _, err := CreateWith(filepath.Join(dir, "bad"), wtSchema, Options{Codec: 99}); err == nil || !strings.Contains(err.Error(), "unknown codec") {
+		t.Errorf("codec 99: %v, want an unknown-codec error", err)
 	}
 }
