@@ -169,6 +169,11 @@ func (c *Cache) Restore(ctx context.Context, out Output, dst string) error {
 			return err
 		}
 		if err := os.Rename(tmp, dst); err == nil {
+			// When dst is already a link to the same blob, rename does
+			// nothing and tmp stays (rename(2) on two links to one file).
+			if _, err := os.Lstat(tmp); err == nil {
+				os.Remove(tmp)
+			}
 			return nil
 		}
 		os.Remove(tmp)
