@@ -123,7 +123,7 @@ func (e *Engine) Plan(ctx context.Context, p *pipeline.Pipeline, sel Selection) 
 	known := map[string]map[string]cache.Output{}
 	status := map[string]*StagePlan{}
 	p.Graph.Walk(ctx, chosen, true, func(ctx context.Context, name string) error {
-		sp, outs := e.planStage(ctx, p, name, sel, heads[name], func(up string) (map[string]cache.Output, bool) {
+		sp, outs := e.planStage(ctx, p, name, sel, func() []history.Head { return heads.Of(name) }, func(up string) (map[string]cache.Output, bool) {
 			mu.Lock()
 			defer mu.Unlock()
 			o, ok := known[up]
@@ -163,7 +163,7 @@ func (e *Engine) Plan(ctx context.Context, p *pipeline.Pipeline, sel Selection) 
 
 // planStage plans one stage whose upstream stages are planned; it returns
 // the outputs the stage will have (for a HIT) so stages below know their keys.
-func (e *Engine) planStage(ctx context.Context, p *pipeline.Pipeline, name string, sel Selection, heads []history.Head,
+func (e *Engine) planStage(ctx context.Context, p *pipeline.Pipeline, name string, sel Selection, heads func() []history.Head,
 	upstream func(string) (map[string]cache.Output, bool), planOf func(string) *StagePlan) (*StagePlan, map[string]cache.Output) {
 	st := p.Stages[name]
 	sp := &StagePlan{Stage: name}
@@ -181,7 +181,7 @@ func (e *Engine) planStage(ctx context.Context, p *pipeline.Pipeline, name strin
 	// duration comes from the record it hits.
 	var last *cache.Record
 	loadLast := func() {
-		if last = e.lastRecord(ctx, heads); last != nil {
+		if last = e.lastRecord(ctx, heads()); last != nil {
 			sp.LastDuration = last.Duration
 		}
 	}
@@ -214,7 +214,7 @@ func (e *Engine) planStage(ctx context.Context, p *pipeline.Pipeline, name strin
 		switch {
 		case why != "":
 			sp.Reasons = []string{why}
-		case last == nil && len(heads) == 0:
+		case last == nil && len(heads()) == 0:
 			sp.Reasons = []string{"never run"}
 		case last == nil:
 			sp.Reasons = []string{"last record is no longer in the cache"}

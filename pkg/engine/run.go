@@ -103,7 +103,7 @@ type runner struct {
 	run   *history.Run
 	dir   string // attempt directories
 	slots chan struct{}
-	heads map[string][]history.Head
+	heads history.HeadSet
 
 	executed atomic.Int32 // stages that executed (and so wrote blobs)
 	stopping atomic.Bool  // a stage failed and the run does not keep going
@@ -349,9 +349,9 @@ func (r *runner) reason(ctx context.Context, name string, st *pipeline.Stage, pr
 	if sr := r.stageRun(name); sr.Reason != "" {
 		return sr.Reason // set by a failed restore
 	}
-	last := r.e.lastRecord(ctx, r.heads[name])
+	last := r.e.lastRecord(ctx, r.heads.Of(name))
 	if last == nil {
-		if len(r.heads[name]) == 0 {
+		if len(r.heads.Of(name)) == 0 {
 			return "never run"
 		}
 		return "last record is no longer in the cache"

@@ -50,7 +50,7 @@ func (e *Engine) Why(ctx context.Context, p *pipeline.Pipeline, stage string) (*
 		}
 	}
 	var records []*cache.Record
-	for _, h := range heads[stage] {
+	for _, h := range heads.Of(stage) {
 		k, err := digest.Parse(h.Key)
 		if err != nil {
 			continue
