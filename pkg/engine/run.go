@@ -118,6 +118,10 @@ type runner struct {
 	recomputeMu sync.Mutex
 	recomputed  map[string]*recomputation // upstream stages re-run for a corrupt output
 
+	dirsMu   sync.Mutex // attempt directories (takeDir, putDir)
+	freeDirs []string
+	nDirs    int
+
 	emptyOnce sync.Once // emptyLog
 	emptyD    digest.Digest
 	emptyErr  error
