@@ -382,7 +382,7 @@ func (r *runner) tryHit(ctx context.Context, st *pipeline.Stage, sr *history.Sta
 		}
 		return false
 	}
-	if !r.restore(ctx, st, sr, rec) {
+	if !r.restore(ctx, st, sr, rec, false) {
 		return false
 	}
 	sr.Status, sr.Duration, sr.Log, sr.Reason = history.Hit, rec.Duration, rec.Log.String(), ""
@@ -392,8 +392,10 @@ func (r *runner) tryHit(ctx context.Context, st *pipeline.Stage, sr *history.Sta
 
 // restore links the outputs of rec into the workspace and makes them the
 // stage's outputs in this run. A missing or corrupt output is reported and
-// sets sr.Reason.
-func (r *runner) restore(ctx context.Context, st *pipeline.Stage, sr *history.StageRun, rec *cache.Record) bool {
+// sets sr.Reason. With localOnly, outputs the local store lacks are not
+// fetched from the remote (their stale links go): a Slurm job's outputs
+// stay in the shared cache for the jobs that read them.
+func (r *runner) restore(ctx context.Context, st *pipeline.Stage, sr *history.StageRun, rec *cache.Record, localOnly bool) bool {
 	for _, o := range st.Outputs {
 		out, ok := rec.Outputs[o.Name]
 		if !ok {
@@ -401,6 +403,12 @@ func (r *runner) restore(ctx context.Context, st *pipeline.Stage, sr *history.St
 			return false
 		}
 		dst := filepath.Join(r.e.OutDir(r.p.Name, st.Name), o.Name)
+		if localOnly {
+			if _, err := r.e.Local.StatBlob(ctx, out.Digest); err != nil {
+				_ = cache.RemoveAll(dst)
+				continue
+			}
+		}
 		if r.e.Cache.Linked(out, dst) {
 			continue
 		}

@@ -136,7 +136,11 @@ func (x *slurmExec) execute(ctx context.Context, r *runner, st *pipeline.Stage, 
 			if err != nil {
 				return r.fail(sr, fmt.Errorf("%s but its record is not in the cache (%v): does the worker share this cache (--cache-dir or --remote)?%s", what, err, logTail(logPath)))
 			}
-			if !r.adopt(ctx, st, sr, rec) {
+			// The orchestrating process never downloads what only other
+			// jobs read: outputs are linked where the local store has them
+			// (a cache directory shared with the nodes), left in the shared
+			// cache otherwise; a later run (all HIT) restores them.
+			if !r.restore(ctx, st, sr, rec, true) {
 				return r.fail(sr, errors.New(sr.Reason))
 			}
 			sr.Status, sr.Log, sr.Reason = history.Ran, rec.Log.String(), ""
@@ -429,35 +433,4 @@ func logTail(path string) string {
 // tailOf is the end of a blob (a captured log), for an error message.
 func tailOf(e *Engine, d digest.Digest) string {
 	return logTail(e.Local.BlobPath(d))
-}
-
-// adopt makes the outputs a job recorded the stage's outputs in this run
-// without fetching them: the orchestrating process never downloads what only
-// other jobs read. Outputs the local store has (a cache directory shared with
-// the nodes) are linked into .orch/out; the others stay in the shared cache,
-// their stale links removed; a later `orch run` (all HIT) restores them.
-func (r *runner) adopt(ctx context.Context, st *pipeline.Stage, sr *history.StageRun, rec *cache.Record) bool {
-	for _, o := range st.Outputs {
-		out, ok := rec.Outputs[o.Name]
-		if !ok {
-			sr.Reason = fmt.Sprintf("the job's record lacks output %s", o.Name)
-			return false
-		}
-		dst := filepath.Join(r.e.OutDir(r.p.Name, st.Name), o.Name)
-		if _, err := r.e.Local.StatBlob(ctx, out.Digest); err != nil {
-			_ = cache.RemoveAll(dst)
-			continue
-		}
-		if r.e.Cache.Linked(out, dst) {
-			continue
-		}
-		if err := r.e.Cache.Restore(ctx, out, dst); err != nil {
-			sr.Reason = fmt.Sprintf("output %s: %v", o.Name, err)
-			return false
-		}
-	}
-	r.mu.Lock()
-	r.outputs[st.Name] = rec.Outputs
-	r.mu.Unlock()
-	return true
 }
