@@ -12,12 +12,14 @@
 package engine
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -232,11 +234,11 @@ func Jobs() int { return runtime.NumCPU() }
 // cleanStale removes attempt directories of runs whose process died: a run
 // holds an flock on tmp/ID.lock, taken before tmp/ID/ exists and released
 // after it is gone.
-func (e *Engine) cleanStale() {
+func (e *Engine) cleanStale() (reaped int) {
 	tmp := filepath.Join(e.StateDir, "tmp")
 	ents, err := os.ReadDir(tmp)
 	if err != nil {
-		return
+		return 0
 	}
 	for _, ent := range ents {
 		if !ent.IsDir() {
@@ -251,9 +253,43 @@ func (e *Engine) cleanStale() {
 			continue
 		}
 		if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) == nil {
+			reaped += reapOrphans(dir)
 			_ = cache.RemoveAll(dir)
 			_ = os.Remove(dir + ".lock")
 		}
 		f.Close()
 	}
+	return reaped
+}
+
+// reapOrphans kills what the commands of a dead orch's run left running: a
+// SIGKILLed orch cannot stop its stages' process groups, so they outlive it.
+// They are found by their environment, which holds ORCH_SCRATCH below the
+// run's own directory (children inherit it): an unrelated process cannot
+// match, whatever PIDs were reused. Each one is killed with its process
+// group. It returns how many processes matched.
+func reapOrphans(runDir string) int {
+	procs, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0
+	}
+	needle := []byte("\x00ORCH_SCRATCH=" + runDir + string(os.PathSeparator))
+	self, own := os.Getpid(), unix.Getpgrp()
+	n := 0
+	for _, p := range procs {
+		pid, err := strconv.Atoi(p.Name())
+		if err != nil || pid == self {
+			continue
+		}
+		env, err := os.ReadFile(filepath.Join("/proc", p.Name(), "environ"))
+		if err != nil || !bytes.Contains(append([]byte{0}, env...), needle) {
+			continue
+		}
+		n++
+		if pgid, err := unix.Getpgid(pid); err == nil && pgid != own && pgid > 1 {
+			_ = unix.Kill(-pgid, unix.SIGKILL)
+		}
+		_ = unix.Kill(pid, unix.SIGKILL)
+	}
+	return n
 }

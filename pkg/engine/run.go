@@ -158,7 +158,9 @@ func (e *Engine) Run(ctx context.Context, p *pipeline.Pipeline, opts RunOptions)
 	if err != nil {
 		return nil, err
 	}
-	e.cleanStale()
+	if n := e.cleanStale(); n > 0 {
+		opts.emitWarn(fmt.Sprintf("killed %d process(es) that the stages of a dead orch process left running", n))
+	}
 	host, _ := os.Hostname()
 	if ids, err := e.History.MarkAbandoned(host, processAlive, e.Now()); err == nil {
 		for _, id := range ids {
