@@ -34,6 +34,7 @@ type composeFile struct {
 		Environment map[string]string `yaml:"environment"`
 		Ports       []string          `yaml:"ports"`
 		Volumes     []string          `yaml:"volumes"`
+		Hostname    string            `yaml:"hostname"`
 		StopGrace   string            `yaml:"stop_grace_period"`
 		DependsOn   map[string]struct {
 			Condition string `yaml:"condition"`
@@ -131,6 +132,9 @@ func TestDockerCompose(t *testing.T) {
 	}
 	// docker stop sends SIGTERM, then SIGKILL after stop_grace_period:
 	// serve's --grace must fit in it.
+	if orch.Hostname == "" {
+		t.Errorf("service orch has no fixed hostname: a recreated container would not recognise the runs its predecessor left running")
+	}
 	stop, _ := time.ParseDuration(orch.StopGrace)
 	if g, _ := time.ParseDuration(cmd.Flags().Lookup("grace").Value.String()); stop <= g {
 		t.Errorf("stop_grace_period %q is not longer than serve's --grace %s", orch.StopGrace, g)

@@ -140,7 +140,12 @@ func (s *Server) Run(ctx context.Context, ready func(addr string)) error {
 	defer unlock()
 
 	host, _ := os.Hostname()
-	if ids, err := s.db.MarkAbandoned(host, processAlive, s.opts.Now()); err != nil {
+	// No run of this process exists yet: a "running" run recorded with our
+	// own PID was left by an earlier serve that had it (PID 1 in a
+	// container restarted after a crash, or a reused PID).
+	self := os.Getpid()
+	alive := func(pid int) bool { return pid != self && processAlive(pid) }
+	if ids, err := s.db.MarkAbandoned(host, alive, s.opts.Now()); err != nil {
 		s.log.Error("mark interrupted runs", "err", err)
 	} else {
 		for _, id := range ids {
