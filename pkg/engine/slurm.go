@@ -131,8 +131,13 @@ func (x *slurmExec) execute(ctx context.Context, r *runner, st *pipeline.Stage, 
 			r.emit(Event{Type: EvRetry, Stage: st.Name, Attempt: sr.Attempts + 1, Job: id, State: info.State, Reason: why})
 		}
 		switch info.State {
-		case slurm.Completed:
+		case slurm.Completed, "UNKNOWN":
+			// A job the controller forgot (squeue down for longer than
+			// MinJobAge) may well have run: its record says so.
 			rec, err := r.e.Cache.Lookup(ctx, key)
+			if err != nil && info.State != slurm.Completed {
+				break
+			}
 			if err != nil {
 				return r.fail(sr, fmt.Errorf("%s but its record is not in the cache (%v): does the worker share this cache (--cache-dir or --remote)?%s", what, err, logTail(logPath)))
 			}
@@ -218,7 +223,7 @@ func (x *slurmExec) options(st *pipeline.Stage, mem int64, dir string) []string 
 	res := st.Resources
 	opts := []string{
 		"--job-name=orch." + x.r.p.Name + "." + st.Name,
-		"--output=" + filepath.Join(dir, "job-%j.log"),
+		"--output=" + strings.ReplaceAll(dir, "%", "%%") + "/job-%j.log", // sbatch expands %
 		"--chdir=" + x.r.p.Root,
 		"--no-requeue", // orch resubmits, knowing why
 	}
@@ -248,8 +253,8 @@ func (x *slurmExec) options(st *pipeline.Stage, mem int64, dir string) []string 
 func (x *slurmExec) script(st *pipeline.Stage, key digest.Digest) (string, error) {
 	r := x.r
 	spec := &WorkerSpec{Pipeline: r.p.File, Root: r.p.Root, Stage: st.Name, Key: key.String(), Params: map[string]string{}}
-	for k, v := range r.p.Params {
-		spec.Params[k] = v.Text
+	for k, v := range r.p.Overrides {
+		spec.Params[k] = v
 	}
 	for _, in := range st.Inputs {
 		if in.IsRef() {
@@ -293,7 +298,11 @@ func (x *slurmExec) submit(ctx context.Context, st *pipeline.Stage, opts []strin
 		if cancelled {
 			return "", context.Cause(ctx)
 		}
-		id, err := x.client.Submit(ctx, opts, script)
+		// Not killed by Ctrl-C: a killed sbatch may leave a job the
+		// controller accepted, which nothing would scancel. wait cancels it.
+		sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+		id, err := x.client.Submit(sctx, opts, script)
+		scancel()
 		if err == nil || !errors.Is(err, slurm.ErrBusy) || n > 8 {
 			if err != nil {
 				return "", fmt.Errorf("submit: %w", err)
@@ -356,7 +365,14 @@ func (x *slurmExec) cancelAll() {
 	sort.Strings(ids)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := x.client.Cancel(ctx, ids); err != nil {
+	var err error
+	for n := 1; n <= 5; n++ {
+		if err = x.client.Cancel(ctx, ids); err == nil || !errors.Is(err, slurm.ErrBusy) {
+			break
+		}
+		time.Sleep(slurm.Backoff(n))
+	}
+	if err != nil {
 		x.r.emit(Event{Type: EvWarn, Reason: fmt.Sprintf("scancel %s: %v", strings.Join(ids, " "), err)})
 	}
 }

@@ -370,6 +370,7 @@ func (l *loader) pipeline(root *yaml.Node) *Pipeline {
 		p.Params[name] = paramFromText(text)
 	}
 	l.pparams = p.Params
+	p.Overrides = l.opts.Params
 	if scheduleNode != nil {
 		p.Schedule = l.schedule(scheduleNode, p.Params)
 	}

@@ -14,7 +14,9 @@ type Pipeline struct {
 	File   string // absolute path of the YAML file
 	Root   string // absolute workspace root
 	Params map[string]stages.Param
-	Stages map[string]*Stage
+	// Overrides are the -p values the pipeline was loaded with, as given.
+	Overrides map[string]string
+	Stages    map[string]*Stage
 	// Graph has one node per stage, in declaration order; it has no cycle.
 	Graph *dag.Graph
 	// Cache is the top-level `cache:` section.
