@@ -140,7 +140,9 @@ func nextWall(spec *cron.SpecSchedule, t time.Time, loc *time.Location) time.Tim
 	// a gap moved onto this very instant) is considered, then keep only
 	// instants after t.
 	w := wall(t, loc).Add(-time.Second)
-	for range 1000 {
+	// Enough tries to step a per-second schedule through the hour a
+	// fall-back repeats (3,600 wall times that map to earlier instants).
+	for range 4000 {
 		w = spec.Next(w)
 		if w.IsZero() {
 			return w

@@ -106,9 +106,10 @@ type queued struct {
 }
 
 type active struct {
-	id       string
-	pipeline string
-	cancel   context.CancelFunc
+	id         string
+	pipeline   string
+	cancel     context.CancelFunc
+	cancelling bool // cancelled for a newer tick (overlap: cancel)
 }
 
 type trigger struct {
@@ -402,10 +403,16 @@ func (s *Scheduler) due(j *job, now time.Time) {
 		case pipeline.OverlapQueue:
 			j.queue = append(j.queue, queued{tick: t, trigger: "schedule"})
 		case pipeline.OverlapCancel:
+			// The oldest active run not already being cancelled makes room.
 			j.queue = append(j.queue, queued{tick: t, trigger: "schedule"})
 			for _, a := range j.active {
+				if a.cancelling {
+					continue
+				}
 				s.opts.Log.Info("cancelling run for a newer tick (overlap: cancel)", "pipeline", j.Pipeline, "run", a.id, "tick", t.Format(time.RFC3339))
+				a.cancelling = true
 				a.cancel()
+				break
 			}
 		}
 	}
