@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -108,9 +109,17 @@ func placeholder(w http.ResponseWriter, r *http.Request) {
 <a href="/api/runs">/api/runs</a>, <a href="/metrics">/metrics</a>.</p>`)
 }
 
-// auth requires the bearer token on mutating calls when one is set.
+// auth guards mutating calls: a request another web site's page makes (a
+// cross-site form or fetch, which a browser marks with Origin and
+// Sec-Fetch-Site) is refused, so without a token a page the user visits
+// cannot trigger or cancel runs on a loopback serve; then the bearer token
+// is required when one is set.
 func (s *Server) auth(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if crossSite(r) {
+			writeError(w, http.StatusForbidden, errors.New("cross-site request refused: call the API from the command line or a same-origin page"))
+			return
+		}
 		if s.opts.Token != "" {
 			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 			if !ok || subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), []byte(s.opts.Token)) != 1 {
@@ -243,4 +252,17 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 
 func writeError(w http.ResponseWriter, code int, err error) {
 	writeJSON(w, code, map[string]string{"error": err.Error()})
+}
+
+// crossSite reports whether a browser says r comes from another site's page.
+func crossSite(r *http.Request) bool {
+	if site := r.Header.Get("Sec-Fetch-Site"); site == "cross-site" || site == "same-site" {
+		return true
+	}
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return false
+	}
+	u, err := url.Parse(origin)
+	return err != nil || u.Host != r.Host
 }
