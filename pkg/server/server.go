@@ -162,15 +162,16 @@ func (s *Server) Run(ctx context.Context, ready func(addr string)) error {
 		return fmt.Errorf("listen: %w", err)
 	}
 	s.addr = ln.Addr().String()
-	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	httpDone := make(chan error, 1)
-	go func() { httpDone <- srv.Serve(ln) }()
-
+	// The scheduler exists before the first request: the API's trigger and
+	// cancel calls go through it.
 	runCtx, cancelRuns := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelRuns()
 	s.sched = scheduler.New(scheduler.Options{
 		Runner: s.runner, Ticks: s.db, Now: s.opts.Now, RunContext: runCtx, Log: s.log, OnTick: s.metrics.tick,
 	})
+	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	httpDone := make(chan error, 1)
+	go func() { httpDone <- srv.Serve(ln) }()
 	schedCtx, stopSched := context.WithCancel(ctx)
 	schedDone := make(chan struct{})
 	go func() {
