@@ -40,10 +40,11 @@ type catalog struct {
 
 // change is what a reload found.
 type change struct {
-	file   string
-	name   string
-	err    string // the new error, "" when the file now loads
-	loaded bool   // a new good version
+	file    string
+	name    string
+	err     string // the new error, "" when the file now loads
+	loaded  bool   // a new good version
+	removed bool   // the file is gone: the pipeline is no longer served
 }
 
 // paths lists the pipeline files: FILE arguments as given, and the
@@ -152,7 +153,7 @@ func (c *catalog) reload() ([]change, error) {
 			if l.p != nil {
 				name = l.p.Name
 			}
-			changes = append(changes, change{file: path, name: name, err: "file removed"})
+			changes = append(changes, change{file: path, name: name, removed: true})
 		}
 	}
 	return changes, nil

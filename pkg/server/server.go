@@ -237,6 +237,9 @@ func (s *Server) reload(ctx context.Context) {
 	}
 	for _, c := range changes {
 		switch {
+		case c.removed:
+			s.log.Info("pipeline file removed; its schedule stops", "pipeline", c.name, "file", c.file)
+			s.metrics.loadError.DeleteLabelValues(c.file)
 		case c.loaded:
 			s.log.Info("pipeline loaded", "pipeline", c.name, "file", c.file)
 			s.metrics.loadError.WithLabelValues(c.file).Set(0)

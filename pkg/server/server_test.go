@@ -82,7 +82,7 @@ func TestCatalogKeepsLastGood(t *testing.T) {
 		t.Errorf("after the fix: %q %q", l.p.Stages["s"].Run, l.err)
 	}
 	os.Remove(file)
-	if ch, _ := c.reload(); len(ch) != 1 || ch[0].err != "file removed" {
+	if ch, _ := c.reload(); len(ch) != 1 || !ch[0].removed {
 		t.Errorf("removed: %+v", ch)
 	}
 	if _, ok := c.get("a"); ok {
