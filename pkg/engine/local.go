@@ -6,6 +6,7 @@ package engine
 // stage on the compute node (`orch worker`, runner.worker set).
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -115,7 +116,7 @@ func (r *runner) execute(ctx context.Context, st *pipeline.Stage, sr *history.St
 	logInfo, logErr := logf.Stat()
 	logf.Close()
 	if runErr != nil && logErr == nil && logInfo.Size() > 0 {
-		if b, _ := os.ReadFile(logPath); len(b) > 0 {
+		if b := readTail(logPath, 64<<10); len(b) > 0 {
 			runErr = fmt.Errorf("%w\n%s", runErr, tail(b, 15))
 		}
 	}
@@ -388,6 +389,30 @@ func (r *runner) attempt(ctx context.Context, st *pipeline.Stage, inputs map[str
 		err = context.Cause(actx)
 	}
 	return err
+}
+
+// readTail returns at most the last limit bytes of the file at path: a failed
+// stage's error shows the end of its log, however large the log is.
+func readTail(path string, limit int64) []byte {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil
+	}
+	off := max(fi.Size()-limit, 0)
+	b := make([]byte, fi.Size()-off)
+	n, _ := f.ReadAt(b, off)
+	b = b[:n]
+	if off > 0 {
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			b = b[i+1:] // from a line's start
+		}
+	}
+	return b
 }
 
 func tail(b []byte, n int) string {
