@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -208,11 +209,14 @@ func (x *slurmExec) grow(mem int64) int64 {
 	if mem <= 0 || x.cfg.MemoryFactor <= 1 {
 		return mem
 	}
-	next := int64(float64(mem) * x.cfg.MemoryFactor)
+	f := float64(mem) * x.cfg.MemoryFactor // in float: no overflow
 	if x.cfg.MaxMemory > 0 {
-		next = min(next, max(x.cfg.MaxMemory, mem))
+		f = min(f, float64(max(x.cfg.MaxMemory, mem)))
 	}
-	return next
+	if f >= math.MaxInt64 {
+		return math.MaxInt64
+	}
+	return int64(f)
 }
 
 // memArg is a size as sbatch --mem reads it: whole megabytes, rounded up.

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -39,6 +40,7 @@ func TestSlurmGrow(t *testing.T) {
 		{4, 150 << 20, 150 << 20, 150 << 20}, // at the limit: cannot grow
 		{2, 0, 0, 0},                         // no memory asked: nothing to grow
 		{1, 0, 100 << 20, 100 << 20},         // factor 1: no growth
+		{4, 0, 3 << 60, math.MaxInt64},       // no overflow past the largest size
 	} {
 		x := &slurmExec{cfg: pipeline.Slurm{MemoryFactor: tc.factor, MaxMemory: tc.max}}
 		if got := x.grow(tc.from); got != tc.want {
