@@ -488,11 +488,37 @@ func (c *Cache) PutBytes(ctx context.Context, b []byte) (digest.Digest, error) {
 
 // ReadBlob returns a (small) blob's verified bytes.
 func (c *Cache) ReadBlob(ctx context.Context, d digest.Digest) ([]byte, error) {
+	b, _, err := c.ReadBlobTail(ctx, d, -1)
+	return b, err
+}
+
+// ReadBlobTail returns the verified blob's last limit bytes (all of it when
+// limit < 0) and its whole size: a server shows the end of a huge log
+// without holding it in memory.
+func (c *Cache) ReadBlobTail(ctx context.Context, d digest.Digest, limit int64) ([]byte, int64, error) {
 	p, err := c.ensure(ctx, d)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	return os.ReadFile(p)
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, 0, err
+	}
+	size, off := fi.Size(), int64(0)
+	if limit >= 0 && size > limit {
+		off = size - limit
+	}
+	b := make([]byte, size-off)
+	n, err := f.ReadAt(b, off)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, 0, err
+	}
+	return b[:n], size, nil
 }
 
 // Save writes r after making sure every blob in blobs is in c.Store: blobs

@@ -757,3 +757,25 @@ func keys2(m map[string]string) []string {
 	sort.Strings(ks)
 	return ks
 }
+
+func TestReadBlobTail(t *testing.T) {
+	e := newEnv(t)
+	content := strings.Repeat("0123456789", 1000)
+	d, err := e.cache().PutBytes(t.Context(), []byte(content))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, limit := range []int64{-1, 0, 5, 9999, 10000, 20000} {
+		b, size, err := e.cache().ReadBlobTail(t.Context(), d, limit)
+		want := content
+		if limit >= 0 && limit < int64(len(content)) {
+			want = content[len(content)-int(limit):]
+		}
+		if err != nil || size != int64(len(content)) || string(b) != want {
+			t.Errorf("ReadBlobTail(limit %d) = %d bytes, size %d, %v; want %d bytes", limit, len(b), size, err, len(want))
+		}
+	}
+	if _, _, err := e.cache().ReadBlobTail(t.Context(), digest.String("absent"), 10); !store.IsNotFound(err) {
+		t.Errorf("missing blob: %v, want not found", err)
+	}
+}

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"slices"
@@ -109,15 +110,26 @@ func (src source) Log(runID, stage string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	b, err := src.s.reader.Cache.ReadBlob(context.Background(), d)
+	b, size, err := src.s.reader.Cache.ReadBlobTail(context.Background(), d, maxLogBytes)
 	if err != nil {
 		if store.IsNotFound(err) {
 			return nil, notFound(fmt.Sprintf("run %s stage %s: log %s is no longer in the cache", r.ID, stage, d.Short()))
 		}
 		return nil, fmt.Errorf("run %s stage %s: log: %w", r.ID, stage, err)
 	}
+	if size > int64(len(b)) {
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			b = b[i+1:] // from a line's start
+		}
+		note := fmt.Sprintf("[orch: the first %d of %d bytes are left out; `orch logs %s %s` prints them all]\n", size-int64(len(b)), size, r.ID, stage)
+		b = append([]byte(note), b...)
+	}
 	return b, nil
 }
+
+// maxLogBytes bounds what serve reads of one log for the page or the API:
+// the end of it, however large the log.
+const maxLogBytes = 8 << 20
 
 // notFound is an error that wraps history.ErrNotFound with its own text.
 type notFound string
