@@ -45,7 +45,7 @@ const refreshSeconds = 2
 //	/runs?pipeline=P&status=S&limit=N&page=K   the run history, newest first
 //	/runs/{id}                           one run: its DAG and its stages
 //	/runs/{id}/stages/{stage}/log        a stage's log (the last 256 KiB), escaped
-//	/runs/{id}/stages/{stage}/log.txt    the whole log as text/plain
+//	/runs/{id}/stages/{stage}/log.txt    the log as text/plain (what Source.Log gives)
 //	/static/...                          the stylesheet and icon
 //
 // Anything else is a 404 page. Mount it at "/" and give the JSON API and
