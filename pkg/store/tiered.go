@@ -275,11 +275,17 @@ func (e *errReader) Read(p []byte) (int, error) {
 
 // DeleteBlob implements Store: from Local and from Remote.
 func (t *Tiered) DeleteBlob(ctx context.Context, d digest.Digest) error {
-	if err := t.Local.DeleteBlob(ctx, d); err != nil {
+	return t.deleteBoth(ctx, d, Store.DeleteBlob)
+}
+
+// deleteBoth deletes d with del from Local, then from Remote while it is up
+// (a remote failure trips the breaker rather than failing the call).
+func (t *Tiered) deleteBoth(ctx context.Context, d digest.Digest, del func(Store, context.Context, digest.Digest) error) error {
+	if err := del(t.Local, ctx, d); err != nil {
 		return err
 	}
 	if t.remoteUp() {
-		if err := t.Remote.DeleteBlob(ctx, d); err != nil && !t.failed(ctx, err) {
+		if err := del(t.Remote, ctx, d); err != nil && !t.failed(ctx, err) {
 			return err
 		}
 	}
@@ -357,15 +363,7 @@ func putRemoteRecord(ctx context.Context, remote Store, key digest.Digest, data 
 
 // DeleteRecord implements Store: from Local and from Remote.
 func (t *Tiered) DeleteRecord(ctx context.Context, key digest.Digest) error {
-	if err := t.Local.DeleteRecord(ctx, key); err != nil {
-		return err
-	}
-	if t.remoteUp() {
-		if err := t.Remote.DeleteRecord(ctx, key); err != nil && !t.failed(ctx, err) {
-			return err
-		}
-	}
-	return nil
+	return t.deleteBoth(ctx, key, Store.DeleteRecord)
 }
 
 // ListRecords implements Store: the union of Local and Remote, each key once.
