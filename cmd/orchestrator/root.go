@@ -118,7 +118,17 @@ func (g *globals) load(file string, params []string) (*pipeline.Pipeline, error)
 			file = filepath.Join(root, file)
 		}
 	}
-	p, err := pipeline.Load(file, pipeline.Options{Root: root, Params: overrides, Kinds: g.registry(), Executor: g.executor})
+	opts := pipeline.Options{Root: root, Params: overrides, Kinds: g.registry(), Executor: g.executor}
+	// Parsed pipelines are kept under the state directory once it exists
+	// (so a validate in a fresh directory still writes nothing).
+	state := g.stateDir
+	if state == "" {
+		state = filepath.Join(root, ".orch")
+	}
+	if fi, err := os.Stat(state); err == nil && fi.IsDir() {
+		opts.SnapshotDir = filepath.Join(state, "pipelines")
+	}
+	p, err := pipeline.Load(file, opts)
 	if err != nil {
 		return nil, badInput(err)
 	}

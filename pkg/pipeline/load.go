@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"cmp"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -39,6 +40,9 @@ type Options struct {
 	Kinds *stages.Registry
 	// Executor, if set, runs every stage there (`--executor`).
 	Executor string
+	// SnapshotDir, if set, is where Load keeps a snapshot of each pipeline
+	// it loaded, to skip parsing an unchanged file next time (snapshot.go).
+	SnapshotDir string
 }
 
 var (
@@ -68,7 +72,25 @@ func Load(file string, opts Options) (*Pipeline, error) {
 	if len(data) > MaxFileSize {
 		return nil, Errors{{File: file, Msg: fmt.Sprintf("pipeline file is larger than %d MiB", MaxFileSize>>20)}}
 	}
-	return Parse(file, data, opts)
+	if opts.SnapshotDir == "" || opts.Kinds == nil {
+		return Parse(file, data, opts)
+	}
+	absFile, err1 := filepath.Abs(file)
+	root, err2 := filepath.Abs(cmp.Or(opts.Root, "."))
+	if err1 != nil || err2 != nil {
+		return Parse(file, data, opts)
+	}
+	key := snapshotKey(absFile, data, opts, root)
+	path := snapshotPath(opts.SnapshotDir, absFile)
+	if p := loadSnapshot(path, key, opts); p != nil {
+		p.Overrides = opts.Params
+		return p, nil
+	}
+	p, l, err := parseFile(file, data, opts)
+	if err == nil {
+		saveSnapshot(path, key, p, sortFacts(l.facts))
+	}
+	return p, err
 }
 
 type loader struct {
@@ -83,6 +105,8 @@ type loader struct {
 	// stageNames are the stage names, sorted, once read.
 	stageNames   []string
 	suggestCells int
+	// facts are the file-system checks made, for the snapshot.
+	facts []statFact
 }
 
 func (l *loader) errAt(n *yaml.Node, format string, args ...any) {
@@ -96,6 +120,11 @@ func (l *loader) errAt(n *yaml.Node, format string, args ...any) {
 
 // Parse validates pipeline YAML read from file.
 func Parse(file string, data []byte, opts Options) (*Pipeline, error) {
+	p, _, err := parseFile(file, data, opts)
+	return p, err
+}
+
+func parseFile(file string, data []byte, opts Options) (*Pipeline, *loader, error) {
 	l := &loader{file: file, lines: strings.Split(string(data), "\n"), opts: opts}
 	root := opts.Root
 	if root == "" {
@@ -103,41 +132,41 @@ func Parse(file string, data []byte, opts Options) (*Pipeline, error) {
 	}
 	abs, err := filepath.Abs(root)
 	if err != nil {
-		return nil, Errors{{File: file, Msg: err.Error()}}
+		return nil, l, Errors{{File: file, Msg: err.Error()}}
 	}
 	l.root = abs
 	if opts.Kinds == nil {
-		return nil, Errors{{File: file, Msg: "no stage kinds registered"}}
+		return nil, l, Errors{{File: file, Msg: "no stage kinds registered"}}
 	}
 
 	var doc yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&doc); err != nil {
 		if errors.Is(err, io.EOF) {
-			return nil, Errors{{File: file, Msg: "empty pipeline file"}}
+			return nil, l, Errors{{File: file, Msg: "empty pipeline file"}}
 		}
-		return nil, Errors{l.yamlError(err)}
+		return nil, l, Errors{l.yamlError(err)}
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); err == nil {
 		l.errAt(&extra, "a pipeline file holds one YAML document; found another")
-		return nil, l.errs
+		return nil, l, l.errs
 	} else if !errors.Is(err, io.EOF) {
-		return nil, Errors{l.yamlError(err)}
+		return nil, l, Errors{l.yamlError(err)}
 	}
 	if len(doc.Content) == 0 {
-		return nil, Errors{{File: file, Msg: "empty pipeline file"}}
+		return nil, l, Errors{{File: file, Msg: "empty pipeline file"}}
 	}
 	if !l.budget(doc.Content[0], 0) {
-		return nil, l.errs
+		return nil, l, l.errs
 	}
 	p := l.pipeline(doc.Content[0])
 	l.executors(p)
 	if len(l.errs) > 0 {
-		return nil, l.errs.sorted()
+		return nil, l, l.errs.sorted()
 	}
 	p.File, _ = filepath.Abs(file)
-	return p, nil
+	return p, l, nil
 }
 
 func (l *loader) yamlError(err error) *ConfigError {
@@ -515,7 +544,7 @@ func (l *loader) stage(p *Pipeline, s *stageSpec) *Stage {
 					continue
 				}
 				if !strings.ContainsAny(c, "*?[") {
-					if _, err := os.Stat(filepath.Join(l.root, c)); err != nil {
+					if err := l.stat(filepath.Join(l.root, c)); err != nil {
 						l.errAt(n, "code %q: file does not exist in the workspace %s", c, l.root)
 						continue
 					}
@@ -681,7 +710,7 @@ func (l *loader) checkInputPath(in inputSpec, p string, names map[string]bool) {
 	}
 	if isRef && up != "" && !strings.ContainsAny(up, "/") {
 		if m := l.suggest(up, l.stageNames); m != "" {
-			if _, err := os.Stat(filepath.Join(l.root, p)); err != nil {
+			if err := l.stat(filepath.Join(l.root, p)); err != nil {
 				l.errAt(in.node, "input %q: no stage named %q (did you mean %q?) and no file %s in the workspace", in.name, up, m, p)
 				return
 			}
@@ -695,7 +724,7 @@ func (l *loader) checkInputPath(in inputSpec, p string, names map[string]bool) {
 		l.errAt(in.node, "input %q: %s is inside orch's state directory; read an upstream output as STAGE.OUTPUT instead", in.name, p)
 		return
 	}
-	if _, err := os.Stat(full); err != nil {
+	if err := l.stat(full); err != nil {
 		why := "does not exist"
 		if !errors.Is(err, os.ErrNotExist) {
 			why = err.Error()
