@@ -6,8 +6,6 @@ import (
 	"io"
 	"sort"
 	"strings"
-
-	"github.com/dominikbraun/graph"
 )
 
 // ErrCycle is wrapped by the error a cycle produces.
@@ -16,7 +14,6 @@ var ErrCycle = errors.New("cycle")
 // Graph is a directed graph of named nodes. Build it with AddNode and
 // AddEdge, then call Check once before reading it.
 type Graph struct {
-	g     graph.Graph[string, string]
 	index map[string]int // node → position in nodes (declaration order)
 	nodes []string
 	deps  [][]int // by node index: upstream nodes, sorted by index
@@ -26,7 +23,7 @@ type Graph struct {
 
 // New returns an empty graph.
 func New() *Graph {
-	return &Graph{g: graph.New(graph.StringHash, graph.Directed()), index: map[string]int{}}
+	return &Graph{index: map[string]int{}}
 }
 
 // AddNode adds a node; adding it again is a no-op.
@@ -38,7 +35,6 @@ func (g *Graph) AddNode(id string) {
 	g.nodes = append(g.nodes, id)
 	g.deps = append(g.deps, nil)
 	g.downs = append(g.downs, nil)
-	_ = g.g.AddVertex(id)
 }
 
 // AddEdge records that from runs before to. Both must have been added.
@@ -52,7 +48,6 @@ func (g *Graph) AddEdge(from, to string) {
 	}
 	g.deps[t] = append(g.deps[t], f)
 	g.downs[f] = append(g.downs[f], t)
-	_ = g.g.AddEdge(from, to)
 }
 
 // Nodes returns the nodes in declaration order.

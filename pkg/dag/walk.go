@@ -61,19 +61,39 @@ func (g *Graph) Walk(ctx context.Context, sel map[string]bool, keepGoing bool, f
 		}
 	}
 	results := make(map[string]Result, total)
+	// Each fn runs on a goroutine of its own, but a goroutine that finished
+	// one node waits for the next (on its own channel, kept in idle) before
+	// exiting: a new goroutine's stack grows again in every fn, which was a
+	// seventh of a 1,000-stage plan's CPU.
 	type report struct {
-		n   int
-		err error
+		n    int
+		err  error
+		next chan int
 	}
 	reports := make(chan report)
+	var idle []chan int
+	defer func() {
+		for _, c := range idle {
+			close(c)
+		}
+	}()
+	worker := func(n int) {
+		next := make(chan int, 1)
+		for ok := true; ok; n, ok = <-next {
+			err := fn(ctx, g.nodes[n])
+			reports <- report{n, err, next}
+		}
+	}
 	running := 0
 	stopped := false
 	start := func(n int) {
 		running++
-		go func() {
-			err := fn(ctx, g.nodes[n])
-			reports <- report{n, err}
-		}()
+		if k := len(idle); k > 0 {
+			idle[k-1] <- n
+			idle = idle[:k-1]
+			return
+		}
+		go worker(n)
 	}
 	// Start in topological order so that ready nodes begin in declaration order.
 	for _, n := range g.order {
@@ -97,6 +117,7 @@ func (g *Graph) Walk(ctx context.Context, sel map[string]bool, keepGoing bool, f
 	for running > 0 {
 		r := <-reports
 		running--
+		idle = append(idle, r.next)
 		id := g.nodes[r.n]
 		if errors.Is(r.err, ErrNotStarted) {
 			results[id] = Result{Status: Skipped}
