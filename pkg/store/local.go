@@ -2,12 +2,14 @@ package store
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -21,7 +23,8 @@ import (
 //	ROOT/blobs/ab/abcdef…       blob content, read-only (0444)
 //	ROOT/records/ab/abcdef…     record bytes
 //	ROOT/tmp/                   temp files, renamed into place
-//	ROOT/locks/abcdef….lock     per-key advisory locks (flock)
+//	ROOT/locks/keys             per-key advisory locks: one byte each
+//	                            (open-file-description locks, fcntl(2))
 //
 // Every write goes to a temp file in ROOT/tmp and is renamed into place, so a
 // reader, or a process killed mid-write, never leaves a partial entry. Writes
@@ -30,6 +33,17 @@ import (
 // restore, and a torn record fails to parse; both are then misses.
 type Local struct {
 	root string
+
+	// keyLocks is the file whose bytes are the per-key locks (Lock),
+	// opened on first use.
+	keyLocksOnce sync.Once
+	keyLocks     *os.File
+	keyLocksErr  error
+	// held are the keys this process has locked, each with a channel
+	// closed on release: byte-range locks on one descriptor do not
+	// exclude each other within a process.
+	heldMu sync.Mutex
+	held   map[digest.Digest]chan struct{}
 }
 
 var _ Store = (*Local)(nil)
@@ -264,37 +278,80 @@ func (l *Local) Sync() error {
 }
 
 // Lock takes the advisory lock named key, shared by every process using this
-// store directory. If another process holds it, Lock calls waiting once and
-// retries until the lock is free or ctx ends. The returned func releases it.
+// store directory. If another process or goroutine holds it, Lock calls
+// waiting once and retries until the lock is free or ctx ends. The returned
+// func releases it.
+//
+// A lock is one byte of ROOT/locks/keys, at an offset taken from the key,
+// locked with an open-file-description lock (F_OFD_SETLK): no file is
+// created per key, which cost an inode (and a quarter of a millisecond on
+// an ext4 mounted with discard) for every stage run. The lock goes with
+// the descriptor, so a killed process releases it; NFS clients map it to
+// NFS byte-range locks.
 func (l *Local) Lock(ctx context.Context, key digest.Digest, waiting func()) (func(), error) {
-	path := filepath.Join(l.root, "locks", key.String()+".lock")
-	f, err := fsx.Open(path, os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("lock %s: %w", key.Short(), err)
+	l.keyLocksOnce.Do(func() {
+		l.keyLocks, l.keyLocksErr = os.OpenFile(filepath.Join(l.root, "locks", "keys"), os.O_CREATE|os.O_RDWR, 0o644)
+	})
+	if l.keyLocksErr != nil {
+		return nil, fmt.Errorf("lock %s: %w", key.Short(), l.keyLocksErr)
 	}
 	told := false
-	delay := 5 * time.Millisecond
-	for {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			return func() {
-				// Unlink while holding the lock would race with a waiter that
-				// already opened the file; keep the small file instead.
-				_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
-				f.Close()
-			}, nil
-		}
-		if !errors.Is(err, unix.EWOULDBLOCK) {
-			f.Close()
-			return nil, fmt.Errorf("lock %s: %w", key.Short(), err)
-		}
+	wait := func() {
 		if !told && waiting != nil {
 			waiting()
 			told = true
 		}
+	}
+	// Within this process: one holder per key.
+	mine := make(chan struct{})
+	for {
+		l.heldMu.Lock()
+		other, busy := l.held[key]
+		if !busy {
+			if l.held == nil {
+				l.held = map[digest.Digest]chan struct{}{}
+			}
+			l.held[key] = mine
+		}
+		l.heldMu.Unlock()
+		if !busy {
+			break
+		}
+		wait()
+		select {
+		case <-other:
+		case <-ctx.Done():
+			return nil, context.Cause(ctx)
+		}
+	}
+	release := func() {
+		l.heldMu.Lock()
+		delete(l.held, key)
+		l.heldMu.Unlock()
+		close(mine)
+	}
+	// Among processes: the key's byte.
+	fd := int(l.keyLocks.Fd())
+	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: io.SeekStart, Start: keyOffset(key), Len: 1}
+	delay := 5 * time.Millisecond
+	for {
+		err := unix.FcntlFlock(uintptr(fd), unix.F_OFD_SETLK, &lk)
+		if err == nil {
+			return func() {
+				un := lk
+				un.Type = unix.F_UNLCK
+				_ = unix.FcntlFlock(uintptr(fd), unix.F_OFD_SETLK, &un)
+				release()
+			}, nil
+		}
+		if !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.EACCES) && !errors.Is(err, unix.EINTR) {
+			release()
+			return nil, fmt.Errorf("lock %s: %w", key.Short(), err)
+		}
+		wait()
 		select {
 		case <-ctx.Done():
-			f.Close()
+			release()
 			return nil, context.Cause(ctx)
 		case <-time.After(delay):
 		}
@@ -302,6 +359,12 @@ func (l *Local) Lock(ctx context.Context, key digest.Digest, waiting func()) (fu
 			delay *= 2
 		}
 	}
+}
+
+// keyOffset is the byte of ROOT/locks/keys that stands for key: 62 bits of
+// the key, so distinct keys share a byte with probability 2^-62.
+func keyOffset(key digest.Digest) int64 {
+	return int64(binary.LittleEndian.Uint64(key[:8]) >> 2)
 }
 
 func notFound(what string, d digest.Digest, err error) error {
