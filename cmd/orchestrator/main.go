@@ -65,6 +65,19 @@ func run(ctx context.Context, args []string) int {
 			}
 		}
 	}
+	// ORCH_RUSAGE=1 prints orch's own CPU time (its threads, not the
+	// commands it ran) to stderr at exit: what bench/ compares when the
+	// machine is too busy for wall-clock figures.
+	if os.Getenv("ORCH_RUSAGE") != "" {
+		defer func() {
+			var self, kids syscall.Rusage
+			if syscall.Getrusage(syscall.RUSAGE_SELF, &self) == nil && syscall.Getrusage(syscall.RUSAGE_CHILDREN, &kids) == nil {
+				tv := func(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
+				fmt.Fprintf(os.Stderr, "orch rusage: self user %.3f sys %.3f; commands user %.3f sys %.3f\n",
+					tv(self.Utime), tv(self.Stime), tv(kids.Utime), tv(kids.Stime))
+			}
+		}()
+	}
 	cmd := newRoot()
 	cmd.SetArgs(args)
 	err := cmd.ExecuteContext(ctx)

@@ -55,30 +55,36 @@ func (c *Cache) Lookup(ctx context.Context, key digest.Digest) (*Record, error) 
 // from c.Store if needed. A blob that fails verification is evicted and
 // reported with an error wrapping store.ErrCorrupt.
 func (c *Cache) ensure(ctx context.Context, d digest.Digest) (string, error) {
+	p, _, err := c.ensureSize(ctx, d)
+	return p, err
+}
+
+// ensureSize is ensure that also returns the blob's size, as verified.
+func (c *Cache) ensureSize(ctx context.Context, d digest.Digest) (string, int64, error) {
 	p := c.Local.BlobPath(d)
 	c.mu.Lock()
 	seen, ok := c.verified[d]
 	c.mu.Unlock()
 	if ok && statOf(p) == seen {
-		return p, nil
+		return p, seen.size, nil
 	}
 	if _, err := os.Stat(p); err != nil {
 		if store.Store(c.Local) == c.Store {
-			return "", fmt.Errorf("blob %s: %w", d.Short(), store.ErrNotFound)
+			return "", -1, fmt.Errorf("blob %s: %w", d.Short(), store.ErrNotFound)
 		}
 		r, err := c.Store.OpenBlob(ctx, d)
 		if err != nil {
-			return "", err
+			return "", -1, err
 		}
 		err = c.Local.PutBlob(ctx, d, r) // verifies while writing
 		r.Close()
 		if err != nil {
-			return "", err
+			return "", -1, err
 		}
 	}
 	got, _, err := digest.File(p)
 	if err != nil {
-		return "", fmt.Errorf("blob %s: %w", d.Short(), err)
+		return "", -1, fmt.Errorf("blob %s: %w", d.Short(), err)
 	}
 	if got != d {
 		err := fmt.Errorf("blob %s: content hashes to %s: %w", d.Short(), got.Short(), store.ErrCorrupt)
@@ -86,10 +92,9 @@ func (c *Cache) ensure(ctx context.Context, d digest.Digest) (string, error) {
 		if c.Corrupt != nil {
 			c.Corrupt(d, err)
 		}
-		return "", err
+		return "", -1, err
 	}
-	c.markVerified(d)
-	return p, nil
+	return p, c.markVerified(d).size, nil
 }
 
 type blobStat struct {
@@ -160,12 +165,16 @@ func (c *Cache) Restore(ctx context.Context, out Output, dst string) error {
 	if !out.Dir {
 		// A file: link (or copy) it beside dst under a unique name, then
 		// rename over dst, which replaces a file atomically.
-		p, err := c.ensure(ctx, out.Digest)
+		p, size, err := c.ensureSize(ctx, out.Digest)
 		if err != nil {
 			return err
 		}
+		// Where nothing is at dst yet (a first run), one link is all.
+		if err := os.Link(p, dst); err == nil {
+			return nil
+		}
 		tmp := fmt.Sprintf("%s.restore-%d-%d", dst, os.Getpid(), restoreSeq.Add(1))
-		if err := linkOrCopy(p, tmp, false); err != nil {
+		if err := linkOrCopy(p, tmp, false, size); err != nil {
 			return err
 		}
 		if err := os.Rename(tmp, dst); err == nil {
@@ -237,23 +246,82 @@ func (c *Cache) RestoreCopy(ctx context.Context, out Output, dst string) error {
 	return c.buildMode(ctx, out, dst, true)
 }
 
+// CopyOver is RestoreCopy into a directory that already holds regular files
+// from an earlier use: the file output out is written into the file reuse
+// (dst itself, or another file of dst's directory, renamed to dst),
+// truncated first, instead of into a new file. Where files are created and
+// unlinked by the thousand, ext4 without a journal makes each allocation
+// skip every inode deleted in the last half minute (recently_deleted in
+// ext4's inode allocator): reusing inodes avoids that cost. A file with
+// other hard links, or anything not a regular file, is not reused. A
+// directory output, or reuse == "", is RestoreCopy.
+func (c *Cache) CopyOver(ctx context.Context, out Output, dst, reuse string) error {
+	if out.Dir || reuse == "" {
+		if reuse != "" {
+			_ = removeAll(reuse)
+		}
+		return c.RestoreCopy(ctx, out, dst)
+	}
+	p, size, err := c.ensureSize(ctx, out.Digest)
+	if err != nil {
+		return err
+	}
+	fresh := func() error {
+		_ = removeAll(dst)
+		return cloneOrCopy(p, dst, false, size)
+	}
+	if reuse != dst {
+		if err := unix.Renameat(unix.AT_FDCWD, reuse, unix.AT_FDCWD, dst); err != nil {
+			_ = removeAll(reuse)
+			return fresh()
+		}
+	}
+	fd, err := unix.Open(dst, unix.O_WRONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+	if errors.Is(err, unix.EACCES) && unix.Chmod(dst, 0o600) == nil {
+		fd, err = unix.Open(dst, unix.O_WRONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+	}
+	if err != nil {
+		return fresh()
+	}
+	out2 := os.NewFile(uintptr(fd), dst)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG || st.Nlink != 1 {
+		out2.Close()
+		return fresh() // linked elsewhere by a command: never write through it
+	}
+	// Overwritten in place, then cut to size: truncating to zero first
+	// would free the blocks, and ext4 then allocates the new ones at close
+	// (auto_da_alloc), both measurable at a thousand stages.
+	err = overwrite(out2, p, size, st.Size)
+	if err == nil && st.Mode&0o7777 != 0o444 {
+		err = unix.Fchmod(fd, 0o444)
+	}
+	if cerr := out2.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(dst)
+	}
+	return err
+}
+
 func (c *Cache) build(ctx context.Context, out Output, dst string) error {
 	return c.buildMode(ctx, out, dst, false)
 }
 
 func (c *Cache) buildMode(ctx context.Context, out Output, dst string, copies bool) error {
-	place := func(p, target string, exec bool) error {
+	place := func(p, target string, exec bool, size int64) error {
 		if copies {
-			return cloneOrCopy(p, target, exec)
+			return cloneOrCopy(p, target, exec, size)
 		}
-		return linkOrCopy(p, target, exec)
+		return linkOrCopy(p, target, exec, size)
 	}
 	if !out.Dir {
-		p, err := c.ensure(ctx, out.Digest)
+		p, size, err := c.ensureSize(ctx, out.Digest)
 		if err != nil {
 			return err
 		}
-		return place(p, dst, false)
+		return place(p, dst, false, size)
 	}
 	t, err := c.tree(ctx, out.Digest)
 	if err != nil {
@@ -273,14 +341,14 @@ func (c *Cache) buildMode(ctx context.Context, out Output, dst string, copies bo
 			}
 			continue
 		}
-		p, err := c.ensure(ctx, e.Digest)
+		p, size, err := c.ensureSize(ctx, e.Digest)
 		if err != nil {
 			return fmt.Errorf("%s: %w", e.Path, err)
 		}
 		if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
 			return err
 		}
-		if err := place(p, target, e.Exec); err != nil {
+		if err := place(p, target, e.Exec, size); err != nil {
 			return err
 		}
 	}
@@ -355,20 +423,21 @@ func (c *Cache) linkedTree(d digest.Digest, dst string) bool {
 
 var errMismatch = errors.New("mismatch")
 
-func linkOrCopy(src, dst string, exec bool) error {
+func linkOrCopy(src, dst string, exec bool, size int64) error {
 	if !exec {
 		if err := os.Link(src, dst); err == nil {
 			return nil
 		}
 	}
-	return cloneOrCopy(src, dst, exec)
+	return cloneOrCopy(src, dst, exec, size)
 }
 
 // cloneOrCopy writes an independent, read-only copy of src at dst, which
 // must not exist (callers pass fresh paths): a reflink (FICLONE) where the
 // file system shares extents, a byte copy otherwise. The file is created
-// with its final mode, so no chmod or rename follows.
-func cloneOrCopy(src, dst string, exec bool) error {
+// with its final mode, so no chmod or rename follows. size is src's size as
+// verified (-1: unknown).
+func cloneOrCopy(src, dst string, exec bool, size int64) error {
 	in, err := fsx.Open(src, os.O_RDONLY, 0)
 	if err != nil {
 		return err
@@ -382,9 +451,7 @@ func cloneOrCopy(src, dst string, exec bool) error {
 	if err != nil {
 		return err
 	}
-	if cerr := unix.IoctlFileClone(int(out.Fd()), int(in.Fd())); cerr != nil {
-		_, err = io.Copy(out, in)
-	}
+	err = cloneInto(out, in, size)
 	if cerr := out.Close(); err == nil {
 		err = cerr
 	}
@@ -392,6 +459,89 @@ func cloneOrCopy(src, dst string, exec bool) error {
 		os.Remove(dst)
 	}
 	return err
+}
+
+// overwrite makes the content of out, now old bytes long, the blob at src
+// of size bytes.
+func overwrite(out *os.File, src string, size, old int64) error {
+	in, err := fsx.Open(src, os.O_RDONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	if size < 0 || noCopyRange.Load() {
+		if err := out.Truncate(0); err != nil {
+			return err
+		}
+		return cloneInto(out, in, size)
+	}
+	var off int64
+	for off < size {
+		n, err := unix.CopyFileRange(int(in.Fd()), nil, int(out.Fd()), &off, int(size-off), 0)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil || n == 0 {
+			noCopyRange.Store(err != nil)
+			if _, err := in.Seek(0, io.SeekStart); err != nil {
+				return err
+			}
+			if err := out.Truncate(0); err != nil {
+				return err
+			}
+			return cloneInto(out, in, size)
+		}
+	}
+	if old > size {
+		return out.Truncate(size)
+	}
+	return nil
+}
+
+// noCopyRange is set once copy_file_range has failed: overwrite falls back
+// to truncating and copying.
+var noCopyRange atomic.Bool
+
+// cloneInto makes out's content in's: a reflink where the file system
+// shares extents, a copy otherwise.
+func cloneInto(out, in *os.File, size int64) error {
+	if !noReflink.Load() {
+		err := unix.IoctlFileClone(int(out.Fd()), int(in.Fd()))
+		if err == nil {
+			return nil
+		}
+		if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOTTY) || errors.Is(err, unix.EINVAL) {
+			noReflink.Store(true) // this file system has none: do not ask again
+		}
+	}
+	return copyAll(out, in, size)
+}
+
+// noReflink is set once FICLONE has failed because the file system cannot
+// share extents (ext4): the cache and the attempt directories live on one
+// file system, so every later copy would fail the same way.
+var noReflink atomic.Bool
+
+// copyAll copies in, of size bytes, to out with copy_file_range, without
+// the extra call io.Copy makes to find the end; io.Copy does it where the
+// size is unknown (-1) or copy_file_range cannot.
+func copyAll(out, in *os.File, size int64) error {
+	if size < 0 {
+		_, err := io.Copy(out, in)
+		return err
+	}
+	for left := size; left > 0; {
+		n, err := unix.CopyFileRange(int(in.Fd()), nil, int(out.Fd()), nil, int(left), 0)
+		if err != nil || n == 0 {
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			_, err = io.Copy(out, in) // copy_file_range unsupported here, or the file grew
+			return err
+		}
+		left -= int64(n)
+	}
+	return nil
 }
 
 // removeAll removes path even where it holds read-only directories.
@@ -547,9 +697,10 @@ func (c *Cache) Save(ctx context.Context, r *Record, blobs []digest.Digest) erro
 	return PutRecord(ctx, c.Store, r)
 }
 
-func (c *Cache) markVerified(d digest.Digest) {
+func (c *Cache) markVerified(d digest.Digest) blobStat {
 	st := statOf(c.Local.BlobPath(d))
 	c.mu.Lock()
 	c.verified[d] = st
 	c.mu.Unlock()
+	return st
 }

@@ -13,6 +13,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -29,11 +30,12 @@ import (
 
 // execute runs a MISS with retries, then stores its outputs and record.
 func (r *runner) execute(ctx context.Context, st *pipeline.Stage, sr *history.StageRun, pre *cache.Preimage, key digest.Digest) error {
-	dir, err := r.takeDir()
+	ad, err := r.takeDir()
 	if err != nil {
 		return r.fail(sr, err)
 	}
-	inputs, recomputed, err := r.materialize(ctx, st, dir)
+	dir := ad.path
+	inputs, recomputed, err := r.materialize(ctx, st, ad)
 	if err != nil {
 		if ctx.Err() != nil {
 			return r.interrupted(sr, ctx)
@@ -74,7 +76,9 @@ func (r *runner) execute(ctx context.Context, st *pipeline.Stage, sr *history.St
 		return dag.ErrNotStarted
 	}
 	logPath := filepath.Join(dir, "log")
-	logf, err := fsx.Open(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	// A reused directory may hold the empty log of the stage before: it is
+	// truncated and written again, not unlinked and created.
+	logf, err := fsx.Open(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND|os.O_TRUNC, 0o644)
 	if err != nil {
 		return r.fail(sr, err)
 	}
@@ -120,8 +124,9 @@ func (r *runner) execute(ctx context.Context, st *pipeline.Stage, sr *history.St
 			runErr = fmt.Errorf("%w\n%s", runErr, tail(b, 15))
 		}
 	}
+	emptyLog := logErr == nil && logInfo.Size() == 0
 	switch {
-	case logErr == nil && logInfo.Size() == 0:
+	case emptyLog:
 		// Most commands print nothing: all their logs are one blob,
 		// stored once per run, and the file is not hashed.
 		if d, err := r.emptyLog(ctx); err == nil {
@@ -195,7 +200,7 @@ func (r *runner) execute(ctx context.Context, st *pipeline.Stage, sr *history.St
 	r.mu.Unlock()
 	// Emptied now, overlapping other stages, and reused by the next one. A
 	// failed stage's directory stays as it is until the run ends.
-	r.putDir(dir)
+	r.putDir(ad, sr.Attempts, emptyLog)
 	sr.Status = history.Ran
 	r.emit(Event{Type: EvRan, Stage: st.Name, Key: key, Duration: sr.Duration, Bytes: outputBytes(outs), Log: logD})
 	return nil
@@ -212,17 +217,23 @@ func (r *runner) interrupted(sr *history.StageRun, ctx context.Context) error {
 // possible) in dir/in/, so a command cannot write into the cache. An
 // upstream output whose cached blob turns out corrupt or missing is
 // recomputed by re-running that upstream stage; recomputed reports it.
-func (r *runner) materialize(ctx context.Context, st *pipeline.Stage, dir string) (paths map[string]string, recomputed bool, err error) {
+func (r *runner) materialize(ctx context.Context, st *pipeline.Stage, ad *attemptDir) (paths map[string]string, recomputed bool, err error) {
 	paths = map[string]string{}
+	ad.wanted = ad.wanted[:0]
+	for _, in := range st.Inputs {
+		if in.IsRef() {
+			ad.wanted = append(ad.wanted, in.Name)
+		}
+	}
 	for _, in := range st.Inputs {
 		if !in.IsRef() {
 			paths[in.Name] = r.e.inputPath(r.p, in)
 			continue
 		}
-		dst := filepath.Join(dir, "in", in.Name)
+		dst := filepath.Join(ad.path, "in", in.Name)
 		for try := 0; ; try++ {
 			outs, _ := r.upstream(in.Stage)
-			err := r.e.Cache.RestoreCopy(ctx, outs[in.Output], dst)
+			err := r.e.Cache.CopyOver(ctx, outs[in.Output], dst, ad.reuse(dst))
 			if err == nil {
 				break
 			}
@@ -238,6 +249,11 @@ func (r *runner) materialize(ctx context.Context, st *pipeline.Stage, dir string
 		}
 		paths[in.Name] = dst
 	}
+	// Files the stage before left that this one does not use go.
+	for _, f := range ad.spare {
+		_ = os.Remove(filepath.Join(ad.path, "in", f))
+	}
+	ad.spare = ad.spare[:0]
 	return paths, recomputed, nil
 }
 
@@ -277,13 +293,45 @@ func (r *runner) recompute(ctx context.Context, up string) error {
 	return rc.err
 }
 
+// attemptDir is a directory where stages run: in/ (inputs), outN/ and
+// scratchN/ (attempt N's outputs and scratch space), log. Directories are
+// reused from stage to stage because making and removing one costs a
+// quarter of a millisecond each on an ext4 mounted with discard; the
+// regular files an earlier stage's inputs left in in/ are reused too
+// (Cache.CopyOver), because a run that unlinks thousands of files makes
+// every later file creation slower on this VM's ext4.
+type attemptDir struct {
+	path string
+	// spare are the names of regular files in in/, left by the last stage
+	// that used the directory, for the next stage's inputs.
+	spare []string
+	// wanted are the input names of the stage being set up: a spare file
+	// of one of these names is kept for it.
+	wanted []string
+}
+
+// reuse returns a file of in/ for the input at dst to be written into: dst
+// itself if it is spare, else any spare file, else "" (a new file).
+func (ad *attemptDir) reuse(dst string) string {
+	name := filepath.Base(dst)
+	for i, f := range ad.spare {
+		if f == name {
+			ad.spare = append(ad.spare[:i], ad.spare[i+1:]...)
+			return dst
+		}
+	}
+	for i, f := range ad.spare {
+		if !slices.Contains(ad.wanted, f) {
+			ad.spare = append(ad.spare[:i], ad.spare[i+1:]...)
+			return filepath.Join(filepath.Dir(dst), f)
+		}
+	}
+	return ""
+}
+
 // takeDir returns an empty attempt directory: one a finished stage left
-// (emptied by putDir), or a new one. Directories are reused because making
-// and removing one costs a quarter of a millisecond each on an ext4 mounted
-// with discard, and a stage used five (its own, in/, out1/, scratch1/ and
-// the removal of each): strace of a 200-stage first run put a third of
-// orch's system time in mkdirat and unlinkat.
-func (r *runner) takeDir() (string, error) {
+// (emptied by putDir), or a new one.
+func (r *runner) takeDir() (*attemptDir, error) {
 	r.dirsMu.Lock()
 	if n := len(r.freeDirs); n > 0 {
 		d := r.freeDirs[n-1]
@@ -292,44 +340,46 @@ func (r *runner) takeDir() (string, error) {
 		return d, nil
 	}
 	r.nDirs++
-	d := filepath.Join(r.dir, fmt.Sprintf("w%d", r.nDirs))
+	d := &attemptDir{path: filepath.Join(r.dir, fmt.Sprintf("w%d", r.nDirs))}
 	r.dirsMu.Unlock()
-	return d, os.Mkdir(d, 0o755)
+	return d, os.Mkdir(d.path, 0o755)
 }
 
-// putDir empties dir for the next stage: the entries of its in/, outN/ and
-// scratchN/ directories go, the directories stay; anything else goes. A
-// directory that cannot be emptied is not reused (the run removes it).
-func (r *runner) putDir(dir string) {
-	ents, err := os.ReadDir(dir)
-	if err != nil {
+// putDir empties ad for the next stage, after a stage that made attempts
+// attempts: the entries of its outN/ and scratchN/ directories go, the
+// directories stay; the regular files of in/ stay as spares for the next
+// stage's inputs, anything else in in/ goes; an empty log stays (keepLog).
+// Nothing else is there unless a command wrote beside its own directories;
+// that is left for the end of the run. A directory that cannot be emptied
+// is not reused (the run removes it).
+func (r *runner) putDir(ad *attemptDir, attempts int, keepLog bool) {
+	ents, err := os.ReadDir(filepath.Join(ad.path, "in"))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return
 	}
+	ad.spare = ad.spare[:0]
 	for _, e := range ents {
-		p := filepath.Join(dir, e.Name())
-		if !e.IsDir() || !attemptSubdir(e.Name()) {
-			err = cache.RemoveAll(p)
-		} else {
-			err = emptyDir(p)
+		if e.Type().IsRegular() {
+			ad.spare = append(ad.spare, e.Name())
+		} else if cache.RemoveAll(filepath.Join(ad.path, "in", e.Name())) != nil {
+			return
 		}
-		if err != nil {
+	}
+	for i := 1; i <= attempts; i++ {
+		for _, sub := range []string{"out", "scratch"} {
+			if err := emptyDir(filepath.Join(ad.path, fmt.Sprint(sub, i))); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return
+			}
+		}
+	}
+	if !keepLog {
+		if err := os.Remove(filepath.Join(ad.path, "log")); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return
 		}
 	}
 	r.dirsMu.Lock()
-	r.freeDirs = append(r.freeDirs, dir)
+	r.freeDirs = append(r.freeDirs, ad)
 	r.dirsMu.Unlock()
-}
-
-// attemptSubdir reports whether name is one of the directories an attempt
-// directory keeps: in, outN, scratchN.
-func attemptSubdir(name string) bool {
-	for _, prefix := range []string{"out", "scratch"} {
-		if n, ok := strings.CutPrefix(name, prefix); ok && n != "" && strings.Trim(n, "0123456789") == "" {
-			return true
-		}
-	}
-	return name == "in"
 }
 
 // emptyDir removes what dir holds, keeping dir.

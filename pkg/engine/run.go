@@ -119,7 +119,7 @@ type runner struct {
 	recomputed  map[string]*recomputation // upstream stages re-run for a corrupt output
 
 	dirsMu   sync.Mutex // attempt directories (takeDir, putDir)
-	freeDirs []string
+	freeDirs []*attemptDir
 	nDirs    int
 
 	emptyOnce sync.Once // emptyLog
