@@ -169,6 +169,10 @@ func (x *slurmExec) execute(ctx context.Context, r *runner, st *pipeline.Stage, 
 				continue
 			}
 		case slurm.Failed, slurm.Timeout, slurm.Deadline:
+			if msg := refusal(info, logPath); msg != "" {
+				// Running it again would be refused again: fail now.
+				return r.fail(sr, fmt.Errorf("job %s: the worker refused to run the stage: %s", id, msg))
+			}
 			if failures < st.Retries {
 				failures++
 				delay := r.e.Backoff << (failures - 1)
@@ -439,6 +443,32 @@ func (x *slurmExec) poll() {
 			j.done <- in
 		}
 	}
+}
+
+// refusal is the worker's message when job info ended because the worker
+// refused to run the stage (RefusedError): its exit status and the last
+// line of its output say so. "" otherwise.
+func refusal(info slurm.Info, logPath string) string {
+	if info.State != slurm.Failed || info.Exit != RefusedExit || info.Signal != 0 {
+		return ""
+	}
+	f, err := os.Open(logPath)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	b := make([]byte, 8<<10) // the end of the output: the stage's may be long
+	fi, err := f.Stat()
+	if err != nil {
+		return ""
+	}
+	n, _ := f.ReadAt(b, max(fi.Size()-int64(len(b)), 0))
+	lines := strings.Split(strings.TrimRight(string(b[:n]), "\n"), "\n")
+	msg, ok := strings.CutPrefix(lines[len(lines)-1], RefusedMark)
+	if !ok {
+		return ""
+	}
+	return msg
 }
 
 // logTail is the end of a job's output file, for an error message.
