@@ -82,6 +82,9 @@ type slurmJob struct {
 	state     string
 	cancelled bool            // scancel was sent
 	done      chan slurm.Info // receives the final state, once
+	// stuck is when the job was first seen PENDING for a reason that
+	// does not resolve on its own (slurm.Stuck); zero otherwise.
+	stuck time.Time
 }
 
 func newSlurmExec(r *runner) *slurmExec {
@@ -370,6 +373,12 @@ func (x *slurmExec) cancelAll() {
 	if len(ids) == 0 {
 		return
 	}
+	x.scancel(ids)
+}
+
+// scancel cancels jobs with one scancel, again while the controller is
+// busy; a failure is a warning.
+func (x *slurmExec) scancel(ids []string) {
 	sort.Strings(ids)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -435,7 +444,10 @@ func (x *slurmExec) poll() {
 					j.state = in.State
 					x.r.emit(Event{Type: EvSlurm, Stage: j.stage, Job: j.id, State: in.State, Reason: in.Reason})
 				}
-				continue
+				if !x.stuck(j, in) {
+					continue
+				}
+				in = slurm.Info{ID: j.id, State: slurm.Cancelled, Reason: fmt.Sprintf("pending for more than slurm.pending_timeout %s with Reason=%s, which does not resolve on its own; orch cancelled it", x.cfg.PendingTimeout, in.Reason)}
 			}
 			x.mu.Lock()
 			delete(x.jobs, j.id)
@@ -469,6 +481,29 @@ func refusal(info slurm.Info, logPath string) string {
 		return ""
 	}
 	return msg
+}
+
+// stuck reports whether job j, not ended, has been PENDING for a reason
+// that does not resolve on its own for longer than slurm.pending_timeout;
+// then it has scancelled it.
+func (x *slurmExec) stuck(j *slurmJob, in slurm.Info) bool {
+	if in.State != slurm.Pending || !slurm.Stuck(in.Reason) || x.cfg.PendingTimeout <= 0 {
+		j.stuck = time.Time{}
+		return false
+	}
+	if j.stuck.IsZero() {
+		j.stuck = time.Now()
+		x.r.emit(Event{Type: EvWarn, Stage: j.stage, Job: j.id, Reason: fmt.Sprintf("job %s is PENDING with Reason=%s, which does not resolve on its own; cancelling it in %s (slurm.pending_timeout) unless it starts", j.id, in.Reason, x.cfg.PendingTimeout)})
+		return false
+	}
+	if time.Since(j.stuck) < x.cfg.PendingTimeout {
+		return false
+	}
+	x.mu.Lock()
+	j.cancelled = true
+	x.mu.Unlock()
+	x.scancel([]string{j.id})
+	return true
 }
 
 // logTail is the end of a job's output file, for an error message.

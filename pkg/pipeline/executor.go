@@ -45,14 +45,19 @@ type Slurm struct {
 	// Worker is the path of the orch binary on the compute nodes ("": the
 	// orchestrating binary's own path; ORCH_SLURM_WORKER overrides).
 	Worker string
+	// PendingTimeout bounds how long a job may stay PENDING for a reason
+	// that does not resolve on its own (held, partition down or
+	// misconfigured, nodes unavailable; slurm.Stuck): then it is cancelled
+	// and its stage fails.
+	PendingTimeout time.Duration
 }
 
 // DefaultSlurm is the `slurm:` section when the pipeline has none.
-var DefaultSlurm = Slurm{Poll: 500 * time.Millisecond, MemoryFactor: 2, Resubmits: 3}
+var DefaultSlurm = Slurm{Poll: 500 * time.Millisecond, MemoryFactor: 2, Resubmits: 3, PendingTimeout: 10 * time.Minute}
 
 var (
 	resourceKeys = []string{"cpus", "memory", "gpus", "time", "partition", "sbatch"}
-	slurmKeys    = []string{"poll", "memory_factor", "max_memory", "resubmits", "worker"}
+	slurmKeys    = []string{"poll", "memory_factor", "max_memory", "resubmits", "worker", "pending_timeout"}
 	memoryRE     = regexp.MustCompile(`^(?i)(\d+(?:\.\d+)?)\s*([KMGT])?(?:i?B)?$`)
 	// sbatchOwned are the sbatch options orch sets itself, with the key
 	// that sets them instead.
@@ -212,6 +217,8 @@ func (l *loader) slurmSection(n *yaml.Node) Slurm {
 			s.Resubmits = l.count(v, "slurm.resubmits", 100)
 		case "worker":
 			s.Worker, _ = l.str(v, "slurm.worker")
+		case "pending_timeout":
+			s.PendingTimeout = l.duration(v, "slurm.pending_timeout")
 		}
 	})
 	return s

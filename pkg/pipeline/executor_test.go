@@ -15,6 +15,7 @@ slurm:
   max_memory: 64G
   resubmits: 5
   worker: /shared/bin/orch
+  pending_timeout: 1h
 stages:
   a:
     run: echo a
@@ -31,7 +32,7 @@ stages:
     resources: {memory: 512}
 `
 	p := parse(t, src, nil)
-	if got, want := p.Slurm, (Slurm{Poll: 2 * time.Second, MemoryFactor: 1.5, MaxMemory: 64 << 30, Resubmits: 5, Worker: "/shared/bin/orch"}); got != want {
+	if got, want := p.Slurm, (Slurm{Poll: 2 * time.Second, MemoryFactor: 1.5, MaxMemory: 64 << 30, Resubmits: 5, Worker: "/shared/bin/orch", PendingTimeout: time.Hour}); got != want {
 		t.Errorf("slurm: got %+v, want %+v", got, want)
 	}
 	a, b := p.Stages["a"], p.Stages["b"]
