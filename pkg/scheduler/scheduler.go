@@ -71,6 +71,9 @@ var (
 	ErrStopped = errors.New("scheduler stopped")
 )
 
+// next is pipeline.Schedule.Next; tests count its calls.
+var next = (*pipeline.Schedule).Next
+
 // maxDue bounds how many due ticks of one pipeline are looked at in one
 // pass (a per-second schedule after a week down); older ones are skipped.
 const maxDue = 10000
@@ -349,22 +352,28 @@ func (s *Scheduler) resume(j *job, now time.Time) {
 	}
 	j.cursor = last.Time
 	s.tickSeen(j.Pipeline, last.Time) // the durable last tick, for /metrics after a restart
-	var missed []time.Time
-	for t := sc.Next(last.Time); !t.IsZero() && !t.After(now); t = sc.Next(t) {
-		missed = append(missed, t)
-		if len(missed) > maxDue {
-			missed = missed[1:]
-		}
-	}
-	if len(missed) == 0 {
+	first := next(sc, last.Time)
+	if first.IsZero() || first.After(now) {
 		return
 	}
-	newest := missed[len(missed)-1]
+	newest := latest(sc, last.Time, now)
+	// Only the ticks in the catch-up window may run, and with catchup none
+	// or latest only the newest matters: the walk starts there, not at the
+	// last tick (a per-second schedule after a week down has 600k ticks).
+	from := last.Time
+	if w := sc.CatchupWindow; w > 0 && now.Add(-w).After(from) {
+		from = now.Add(-w - time.Nanosecond) // a tick at now-w is in the window
+	}
 	var keep []time.Time
-	for _, t := range missed {
-		if sc.CatchupWindow == 0 || !t.Before(now.Add(-sc.CatchupWindow)) {
+	if sc.Catchup == pipeline.CatchupAll {
+		for t := next(sc, from); !t.IsZero() && !t.After(now); t = next(sc, t) {
 			keep = append(keep, t)
+			if len(keep) > maxDue {
+				keep = keep[1:]
+			}
 		}
+	} else if newest.After(from) {
+		keep = []time.Time{newest}
 	}
 	switch {
 	case len(keep) == 0:
@@ -379,8 +388,48 @@ func (s *Scheduler) resume(j *job, now time.Time) {
 		}
 	}
 	j.cursor = newest
-	log.Info("missed ticks", "count", len(missed), "in_window", len(keep), "catchup", sc.Catchup,
-		"first", missed[0].Format(time.RFC3339), "last", newest.Format(time.RFC3339))
+	runs := len(keep) // caught up
+	if sc.Catchup == pipeline.CatchupNone {
+		runs = 0
+	}
+	log.Info("missed ticks", "count", runs, "catchup", sc.Catchup, // count: those caught up
+		"first", first.Format(time.RFC3339), "last", newest.Format(time.RFC3339))
+}
+
+// latest is sc's newest tick in (after, now]; zero if there is none. It
+// looks back from now in doubling steps, then bisects: O(log) calls of
+// Next however many ticks there are.
+func latest(sc *pipeline.Schedule, after, now time.Time) time.Time {
+	has := func(lo, hi time.Time) bool { // a tick in (lo, hi]
+		t := next(sc, lo)
+		return !t.IsZero() && !t.After(hi)
+	}
+	// Invariant: a tick in (lo, hi], none in (hi, now].
+	lo, hi := after, now
+	for d := time.Second; now.Add(-d).After(after); d *= 2 {
+		if has(now.Add(-d), hi) {
+			lo = now.Add(-d)
+			break
+		}
+		hi = now.Add(-d)
+	}
+	if !has(lo, hi) {
+		return time.Time{}
+	}
+	// Ticks are whole seconds apart: below a second one tick is left.
+	for hi.Sub(lo) > time.Second {
+		mid := lo.Add(hi.Sub(lo) / 2)
+		if has(mid, hi) {
+			lo = mid
+		} else {
+			hi = mid
+		}
+	}
+	var t time.Time
+	for n := next(sc, lo); !n.IsZero() && !n.After(hi); n = next(sc, n) {
+		t = n
+	}
+	return t
 }
 
 // due handles the ticks of j that fell due by now.

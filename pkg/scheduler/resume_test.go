@@ -1,0 +1,95 @@
+package scheduler
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/orch-dev/orch/pkg/history"
+	"github.com/orch-dev/orch/pkg/pipeline"
+)
+
+// countNext counts the calls of Schedule.Next until the test ends.
+func countNext(t *testing.T) *int {
+	n := new(int)
+	orig := next
+	next = func(sc *pipeline.Schedule, t time.Time) time.Time { *n++; return orig(sc, t) }
+	t.Cleanup(func() { next = orig })
+	return n
+}
+
+// After a week down, a per-second schedule has 604,800 missed ticks.
+// Resuming looks only at those it may run: with catchup none or latest the
+// newest, with a catchup_window the ticks inside it; it does not walk the
+// week (it used to).
+func TestResumeAfterAWeekDoesNotWalkEveryTick(t *testing.T) {
+	for _, tc := range []struct {
+		spec     string
+		queue    string // the ticks queued, as offsets from now
+		maxCalls int
+	}{
+		{`{cron: "* * * * * *", catchup: none}`, "0s:skip(missed (catchup: none))", 100},
+		{`{cron: "* * * * * *", catchup: latest}`, "0s:catchup", 100},
+		{`{cron: "* * * * * *", catchup: latest, catchup_window: 1m}`, "0s:catchup", 100},
+		{`{cron: "* * * * * *", catchup: all, catchup_window: 3s}`, "-3s:catchup -2s:catchup -1s:catchup 0s:catchup", 100},
+		{`{cron: "0 0 * * * *", catchup: all, catchup_window: 90m}`, "-1h0m0s:catchup 0s:catchup", 100},
+		{`{cron: "* * * * * *", catchup: all, catchup_window: 1m}`, "", 200},
+		{`{cron: "0 0 1 1 *", catchup: latest, catchup_window: 1h}`, "-11h0m0s:skip(missed, older than catchup_window 1h0m0s)", 100},
+		{`{cron: "30 * * * * *", catchup: latest}`, "-30s:catchup", 100},
+	} {
+		t.Run(tc.spec, func(t *testing.T) {
+			db := newDB(t)
+			sc := schedule(t, tc.spec)
+			now := time.Date(2026, 1, 1, 11, 0, 0, 0, time.UTC)
+			if err := db.SkipTick("p", history.Tick{Time: now.Add(-7 * 24 * time.Hour), Schedule: sc.ID()}); err != nil {
+				t.Fatal(err)
+			}
+			calls := countNext(t)
+			s := New(Options{Ticks: db, Now: func() time.Time { return now }})
+			j := &job{Job: Job{Pipeline: "p", Schedule: sc}}
+			s.resume(j, now)
+			if *calls > tc.maxCalls {
+				t.Errorf("resume called Schedule.Next %d times, want at most %d", *calls, tc.maxCalls)
+			}
+			var got []string
+			for _, q := range j.queue {
+				s := q.tick.Sub(now).String() + ":" + q.trigger
+				if q.skip != "" {
+					s += "skip(" + q.skip + ")"
+				}
+				got = append(got, s)
+			}
+			if tc.queue == "" { // the minute's 61 ticks
+				if len(j.queue) != 61 || !j.queue[0].tick.Equal(now.Add(-time.Minute)) || !j.queue[60].tick.Equal(now) {
+					t.Errorf("queued %d ticks: %s ... ", len(got), strings.Join(got[:min(3, len(got))], " "))
+				}
+			} else if g := strings.Join(got, " "); g != tc.queue {
+				t.Errorf("queued %q, want %q", g, tc.queue)
+			}
+		})
+	}
+}
+
+// latest finds the newest tick in (after, now] for sparse and dense
+// schedules alike, as walking every tick would.
+func TestLatest(t *testing.T) {
+	now := time.Date(2026, 3, 29, 12, 34, 56, 0, time.UTC)
+	for _, spec := range []string{`{cron: "* * * * * *"}`, `{cron: "*/7 * * * * *"}`, `{cron: "0 30 2 * * *", timezone: Europe/Berlin}`,
+		`{cron: "0 0 29 2 *"}`, `{cron: "* * * 1 * *"}`, `{cron: "0 0 12 * * 1-5"}`} {
+		sc := schedule(t, spec)
+		for _, back := range []time.Duration{0, time.Second, 5 * time.Second, time.Hour, 50 * time.Hour, 400 * 24 * time.Hour, 5 * 366 * 24 * time.Hour} {
+			after := now.Add(-back)
+			var want time.Time
+			n := 0
+			for t := sc.Next(after); !t.IsZero() && !t.After(now) && n < 20000; t = sc.Next(t) {
+				want, n = t, n+1
+			}
+			if n == 20000 {
+				continue // too many ticks to walk for the expected value
+			}
+			if got := latest(sc, after, now); !got.Equal(want) {
+				t.Errorf("%s: latest after %s = %s, want %s", spec, after, got, want)
+			}
+		}
+	}
+}
