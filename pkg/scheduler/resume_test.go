@@ -1,8 +1,16 @@
 package scheduler
 
 import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/orch-dev/orch/pkg/history"
@@ -92,4 +100,81 @@ func TestLatest(t *testing.T) {
 			}
 		}
 	}
+}
+
+// logBuffer is a text log the test reads.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func newLog() (*slog.Logger, *logBuffer) {
+	b := &logBuffer{}
+	return slog.New(slog.NewTextHandler(b, nil)), b
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// The history cannot be read when serve restarts (here: its file is
+// damaged for a while). The schedule does not start over from now, which
+// would skip the missed ticks for good: it waits, logs the error, reads
+// the history again with backoff, and then catches up per its policy.
+func TestLastTickErrorIsRetriedNotFirstSchedule(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "history.db")
+		db := history.Open(path)
+		sc := schedule(t, `{cron: "* * * * * *", catchup: all, overlap: queue}`)
+		clk := clock()
+		r := &runner{}
+		b := start(t, db, sc, r, clk)
+		time.Sleep(3500 * time.Millisecond)
+		synctest.Wait()
+		b.stop()
+		time.Sleep(7 * time.Second) // down; then the history is unreadable
+		good, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte("not a bbolt file"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		log, logs := newLog()
+		r.db, r.now = db, clk
+		ctx, cancel := context.WithCancel(context.Background())
+		s := New(Options{Runner: r, Ticks: db, Now: clk, Log: log})
+		done := make(chan struct{})
+		go func() { defer close(done); _ = s.Run(ctx) }()
+		if err := s.SetJobs(ctx, []Job{{Pipeline: "p", Schedule: sc}}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * time.Second) // at 12.5s the history is readable again
+		synctest.Wait()
+		if err := os.WriteFile(path, good, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(3 * time.Second)
+		synctest.Wait()
+		cancel()
+		<-done
+		want := "1s 2s 3s"
+		for i := 4; i <= 13; i++ {
+			want += fmt.Sprintf(" %ds(catchup)", i)
+		}
+		if got := r.ticks(); !strings.HasPrefix(got, want+" ") {
+			t.Errorf("ticks\n got %q\nwant %q then on time", got, want)
+		}
+		if l := logs.String(); !strings.Contains(l, "cannot read the last processed tick from the history") || !strings.Contains(l, "not a bbolt file") && !strings.Contains(l, "invalid") {
+			t.Errorf("no error logged for the unreadable history:\n%s", l)
+		}
+	})
 }

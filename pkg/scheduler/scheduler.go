@@ -96,8 +96,12 @@ type Scheduler struct {
 type job struct {
 	Job
 	cursor time.Time // the last tick seen: processed, or queued
-	queue  []queued  // ticks waiting, oldest first
-	active []*active // runs in progress, oldest first
+	// retry, when set, is when to read the durable last tick again: the
+	// last read failed, and the job takes no ticks until one succeeds.
+	retry    time.Time
+	failures int       // consecutive failed reads
+	queue    []queued  // ticks waiting, oldest first
+	active   []*active // runs in progress, oldest first
 	// removed: no longer loaded; kept only until its runs end.
 	removed bool
 }
@@ -239,6 +243,9 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	for {
 		now := s.opts.Now()
 		for _, j := range s.sorted() {
+			if !j.retry.IsZero() && !now.Before(j.retry) {
+				s.resume(j, now)
+			}
 			s.due(j, now)
 			s.dispatch(j)
 		}
@@ -262,7 +269,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			s.finished(id)
 		case n := <-s.nextc:
 			var t time.Time
-			if j, ok := s.jobs[n.pipeline]; ok && j.Schedule != nil {
+			if j, ok := s.jobs[n.pipeline]; ok && j.Schedule != nil && j.retry.IsZero() {
 				t = j.Schedule.Next(j.cursor)
 			}
 			n.reply <- t
@@ -284,6 +291,10 @@ func (s *Scheduler) wake(now time.Time) time.Duration {
 	d := time.Hour
 	for _, j := range s.jobs {
 		if j.Schedule == nil {
+			continue
+		}
+		if !j.retry.IsZero() {
+			d = min(d, j.retry.Sub(now))
 			continue
 		}
 		if n := j.Schedule.Next(j.cursor); !n.IsZero() && n.Sub(now) < d {
@@ -308,7 +319,7 @@ func (s *Scheduler) set(jobs []Job) {
 			s.jobs[nj.Pipeline] = j
 		}
 		j.Job, j.removed = nj, false
-		j.queue = nil
+		j.queue, j.retry, j.failures = nil, time.Time{}, 0
 		if nj.Schedule != nil {
 			s.resume(j, now)
 		}
@@ -327,15 +338,25 @@ func sameTiming(a, b *pipeline.Schedule) bool {
 }
 
 // resume sets j's cursor from its durable last tick and handles the ticks
-// missed since then per the catch-up policy.
+// missed since then per the catch-up policy. If the last tick cannot be
+// read, j takes no ticks and resume is tried again later (with backoff):
+// treating it as "never scheduled" would skip what catch-up should run.
 func (s *Scheduler) resume(j *job, now time.Time) {
 	sc := j.Schedule
 	log := s.opts.Log.With("pipeline", j.Pipeline)
 	last, ok, err := s.opts.Ticks.LastTick(j.Pipeline)
 	if err != nil {
-		log.Error("read last tick; scheduling from now", "err", err)
+		j.failures++
+		wait := min(time.Second<<min(j.failures-1, 6), time.Minute)
+		j.retry = now.Add(wait)
+		log.Error("cannot read the last processed tick from the history; the schedule waits, trying again", "in", wait.String(), "attempt", j.failures, "err", err)
+		return
 	}
-	if err != nil || !ok || last.Schedule != sc.ID() {
+	if j.failures > 0 {
+		log.Info("read the last processed tick; the schedule resumes", "after_attempts", j.failures)
+	}
+	j.retry, j.failures = time.Time{}, 0
+	if !ok || last.Schedule != sc.ID() {
 		why := "first schedule"
 		if ok {
 			why = "schedule changed"
@@ -435,7 +456,7 @@ func latest(sc *pipeline.Schedule, after, now time.Time) time.Time {
 // due handles the ticks of j that fell due by now.
 func (s *Scheduler) due(j *job, now time.Time) {
 	sc := j.Schedule
-	if sc == nil {
+	if sc == nil || !j.retry.IsZero() {
 		return
 	}
 	n := 0
