@@ -178,3 +178,38 @@ func TestLastTickErrorIsRetriedNotFirstSchedule(t *testing.T) {
 		}
 	})
 }
+
+// Ticks queued for a slot (overlap: queue) when the scheduler stops are
+// not dropped silently: the log names them, and says what the next start
+// does with them.
+func TestStopLogsQueuedTicks(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		db := newDB(t)
+		log, logs := newLog()
+		r := &runner{db: db, dur: 2500 * time.Millisecond}
+		clk := clock()
+		r.now = clk
+		ctx, cancel := context.WithCancel(context.Background())
+		s := New(Options{Runner: r, Ticks: db, Now: clk, Log: log})
+		done := make(chan struct{})
+		go func() { defer close(done); _ = s.Run(ctx) }()
+		if err := s.SetJobs(ctx, []Job{{Pipeline: "p", Schedule: schedule(t, `{cron: "* * * * * *", overlap: queue, catchup: latest}`)}}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(5500 * time.Millisecond) // 1s and 2s started; 3s, 4s, 5s queued
+		synctest.Wait()
+		cancel()
+		<-done
+		time.Sleep(5 * time.Second)
+		synctest.Wait()
+		if got := r.ticks(); got != "1s 2s" {
+			t.Fatalf("ticks %q", got)
+		}
+		ts := func(d time.Duration) string { return base.Add(d).Format(time.RFC3339) }
+		want := fmt.Sprintf(`level=WARN msg="stopping with ticks queued (overlap: queue) and not started; the next start treats them as missed (catchup: latest)" pipeline=p count=3 ticks="%s %s %s"`,
+			ts(3*time.Second), ts(4*time.Second), ts(5*time.Second))
+		if l := logs.String(); !strings.Contains(l, want) {
+			t.Errorf("log lacks\n%s\n\n%s", want, l)
+		}
+	})
+}

@@ -252,6 +252,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		timer.Reset(s.wake(now))
 		select {
 		case <-ctx.Done():
+			s.dropQueued()
 			return nil
 		case <-timer.C:
 		case jobs := <-s.setc:
@@ -451,6 +452,26 @@ func latest(sc *pipeline.Schedule, after, now time.Time) time.Time {
 		t = n
 	}
 	return t
+}
+
+// dropQueued logs, as the scheduler stops, the ticks queued for a free
+// slot (overlap: queue) that it did not start. Nothing records them: the
+// history's last tick is the last one processed, so on the next start they
+// are missed ticks, caught up (or not) per the schedule's catchup.
+func (s *Scheduler) dropQueued() {
+	for _, j := range s.sorted() {
+		var ticks []string
+		for _, q := range j.queue {
+			if q.skip == "" {
+				ticks = append(ticks, q.tick.Format(time.RFC3339))
+			}
+		}
+		if len(ticks) == 0 || j.Schedule == nil {
+			continue
+		}
+		s.opts.Log.Warn("stopping with ticks queued (overlap: queue) and not started; the next start treats them as missed (catchup: "+j.Schedule.Catchup+")",
+			"pipeline", j.Pipeline, "count", len(ticks), "ticks", strings.Join(ticks, " "))
+	}
 }
 
 // due handles the ticks of j that fell due by now.
