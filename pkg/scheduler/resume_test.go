@@ -213,3 +213,50 @@ func TestStopLogsQueuedTicks(t *testing.T) {
 		}
 	})
 }
+
+// A pipeline whose last tick cannot be read, removed while a manual run of
+// it is active, waits for the run to end and is not resumed (not even when
+// the history is readable again).
+func TestUnreadableLastTickThenRemoved(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "history.db")
+		if err := os.WriteFile(path, []byte("not a bbolt file"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		clk := clock()
+		r := &runner{db: newDB(t), now: clk, dur: 10 * time.Second}
+		ctx, cancel := context.WithCancel(context.Background())
+		s := New(Options{Runner: r, Ticks: history.Open(path), Now: clk})
+		done := make(chan struct{})
+		go func() { defer close(done); _ = s.Run(ctx) }()
+		sc := schedule(t, `{cron: "* * * * * *"}`)
+		if err := s.SetJobs(ctx, []Job{{Pipeline: "p", Schedule: sc}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Trigger(ctx, "p", nil); err != nil {
+			t.Fatal(err)
+		}
+		// p goes; q's ticks wake the scheduler every second meanwhile.
+		if err := s.SetJobs(ctx, []Job{{Pipeline: "q", Schedule: sc}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Remove(path); err != nil { // readable (empty) again
+			t.Fatal(err)
+		}
+		time.Sleep(15 * time.Second)
+		synctest.Wait()
+		cancel()
+		<-done
+		time.Sleep(11 * time.Second) // the last runs of q end
+		synctest.Wait()
+		var runs []string
+		for _, q := range r.reqs {
+			if q.Pipeline == "p" {
+				runs = append(runs, q.Trigger)
+			}
+		}
+		if fmt.Sprint(runs) != "[manual]" {
+			t.Errorf("runs of p: %v; want the manual run only", runs)
+		}
+	})
+}

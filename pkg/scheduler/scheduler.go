@@ -243,7 +243,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	for {
 		now := s.opts.Now()
 		for _, j := range s.sorted() {
-			if !j.retry.IsZero() && !now.Before(j.retry) {
+			if j.Schedule != nil && !j.retry.IsZero() && !now.Before(j.retry) {
 				s.resume(j, now)
 			}
 			s.due(j, now)
@@ -330,6 +330,7 @@ func (s *Scheduler) set(jobs []Job) {
 			delete(s.jobs, name)
 		} else if !keep[name] {
 			j.Schedule, j.queue, j.removed = nil, nil, true // finishes its runs, takes no ticks
+			j.retry, j.failures = time.Time{}, 0
 		}
 	}
 }
