@@ -61,6 +61,12 @@ func newWorkerCmd(g *globals) *cobra.Command {
 				}
 			})
 			var ee *stages.ExitError
+			var refused *engine.RefusedError
+			if errors.As(err, &refused) {
+				// The orchestrator reads this line and fails the stage at once.
+				fmt.Fprintf(log, "%s%v\n", engine.RefusedMark, refused)
+				return &exitError{engine.RefusedExit, nil}
+			}
 			if errors.As(err, &ee) {
 				// The stage's own exit status is the job's.
 				return &exitError{ee.Code, fmt.Errorf("stage %q: %w", spec.Stage, err)}

@@ -82,6 +82,9 @@ type slurmJob struct {
 	state     string
 	cancelled bool            // scancel was sent
 	done      chan slurm.Info // receives the final state, once
+	// stuck is when the job was first seen PENDING for a reason that
+	// does not resolve on its own (slurm.Stuck); zero otherwise.
+	stuck time.Time
 }
 
 func newSlurmExec(r *runner) *slurmExec {
@@ -104,6 +107,10 @@ func (x *slurmExec) execute(ctx context.Context, r *runner, st *pipeline.Stage, 
 	if r.stopping.Load() {
 		return dag.ErrNotStarted
 	}
+	// As for a local stage, the run ends with one syncfs of the cache: this
+	// process writes to it too (a failed job's output adopted as the log,
+	// a record read from a remote).
+	r.executed.Add(1)
 	r.emit(Event{Type: EvStart, Stage: st.Name, Key: key, Reason: sr.Reason})
 	started := r.e.Now()
 	sr.Started = started
@@ -169,6 +176,10 @@ func (x *slurmExec) execute(ctx context.Context, r *runner, st *pipeline.Stage, 
 				continue
 			}
 		case slurm.Failed, slurm.Timeout, slurm.Deadline:
+			if msg := refusal(info, logPath); msg != "" {
+				// Running it again would be refused again: fail now.
+				return r.fail(sr, fmt.Errorf("job %s: the worker refused to run the stage: %s", id, msg))
+			}
 			if failures < st.Retries {
 				failures++
 				delay := r.e.Backoff << (failures - 1)
@@ -366,6 +377,12 @@ func (x *slurmExec) cancelAll() {
 	if len(ids) == 0 {
 		return
 	}
+	x.scancel(ids)
+}
+
+// scancel cancels jobs with one scancel, again while the controller is
+// busy; a failure is a warning.
+func (x *slurmExec) scancel(ids []string) {
 	sort.Strings(ids)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -431,7 +448,10 @@ func (x *slurmExec) poll() {
 					j.state = in.State
 					x.r.emit(Event{Type: EvSlurm, Stage: j.stage, Job: j.id, State: in.State, Reason: in.Reason})
 				}
-				continue
+				if !x.stuck(j, in) {
+					continue
+				}
+				in = slurm.Info{ID: j.id, State: slurm.Cancelled, Reason: fmt.Sprintf("pending for more than slurm.pending_timeout %s with Reason=%s, which does not resolve on its own; orch cancelled it", x.cfg.PendingTimeout, in.Reason)}
 			}
 			x.mu.Lock()
 			delete(x.jobs, j.id)
@@ -439,6 +459,55 @@ func (x *slurmExec) poll() {
 			j.done <- in
 		}
 	}
+}
+
+// refusal is the worker's message when job info ended because the worker
+// refused to run the stage (RefusedError): its exit status and the last
+// line of its output say so. "" otherwise.
+func refusal(info slurm.Info, logPath string) string {
+	if info.State != slurm.Failed || info.Exit != RefusedExit || info.Signal != 0 {
+		return ""
+	}
+	f, err := os.Open(logPath)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	b := make([]byte, 8<<10) // the end of the output: the stage's may be long
+	fi, err := f.Stat()
+	if err != nil {
+		return ""
+	}
+	n, _ := f.ReadAt(b, max(fi.Size()-int64(len(b)), 0))
+	lines := strings.Split(strings.TrimRight(string(b[:n]), "\n"), "\n")
+	msg, ok := strings.CutPrefix(lines[len(lines)-1], RefusedMark)
+	if !ok {
+		return ""
+	}
+	return msg
+}
+
+// stuck reports whether job j, not ended, has been PENDING for a reason
+// that does not resolve on its own for longer than slurm.pending_timeout;
+// then it has scancelled it.
+func (x *slurmExec) stuck(j *slurmJob, in slurm.Info) bool {
+	if in.State != slurm.Pending || !slurm.Stuck(in.Reason) || x.cfg.PendingTimeout <= 0 {
+		j.stuck = time.Time{}
+		return false
+	}
+	if j.stuck.IsZero() {
+		j.stuck = time.Now()
+		x.r.emit(Event{Type: EvWarn, Stage: j.stage, Job: j.id, Reason: fmt.Sprintf("job %s is PENDING with Reason=%s, which does not resolve on its own; cancelling it in %s (slurm.pending_timeout) unless it starts", j.id, in.Reason, x.cfg.PendingTimeout)})
+		return false
+	}
+	if time.Since(j.stuck) < x.cfg.PendingTimeout {
+		return false
+	}
+	x.mu.Lock()
+	j.cancelled = true
+	x.mu.Unlock()
+	x.scancel([]string{j.id})
+	return true
 }
 
 // logTail is the end of a job's output file, for an error message.

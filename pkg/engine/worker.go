@@ -12,6 +12,24 @@ import (
 	"github.com/orch-dev/orch/pkg/pipeline"
 )
 
+// RefusedError is a worker's refusal to run a stage because running it
+// again on the same node cannot succeed (its key differs there). `orch
+// worker` prints it as the last line of the job's output, after
+// RefusedMark, and exits with RefusedExit; the orchestrator then fails the
+// stage at once with that message instead of retrying.
+type RefusedError struct{ Err error }
+
+func (e *RefusedError) Error() string { return e.Err.Error() }
+func (e *RefusedError) Unwrap() error { return e.Err }
+
+const (
+	// RefusedMark starts the line of the job's output that says why the
+	// worker refused.
+	RefusedMark = "orch worker refused: "
+	// RefusedExit is the worker's exit status when it refuses.
+	RefusedExit = 3
+)
+
 // Work runs one stage of p for a Slurm job (`orch worker`): it restores
 // the stage's inputs from the cache, runs it once, verifies and stores
 // its outputs, and writes its record last, whether or not the stage is
@@ -50,7 +68,7 @@ func (e *Engine) Work(ctx context.Context, p *pipeline.Pipeline, spec *WorkerSpe
 		return fmt.Errorf("stage %q: the worker spec lacks the outputs of %v", st.Name, waiting)
 	}
 	if got := pre.Key(); got != key {
-		return fmt.Errorf("stage %q has key %s on this node, %s where it was submitted: the workspace (code, inputs, declared env) differs here", st.Name, got.Short(), key.Short())
+		return &RefusedError{fmt.Errorf("stage %q has key %s on this node, %s where it was submitted: the workspace (code, inputs, declared env) differs here", st.Name, got.Short(), key.Short())}
 	}
 	sr := &history.StageRun{Name: st.Name}
 	r.stages[st.Name] = sr

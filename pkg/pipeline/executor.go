@@ -45,14 +45,19 @@ type Slurm struct {
 	// Worker is the path of the orch binary on the compute nodes ("": the
 	// orchestrating binary's own path; ORCH_SLURM_WORKER overrides).
 	Worker string
+	// PendingTimeout bounds how long a job may stay PENDING for a reason
+	// that does not resolve on its own (held, partition down or
+	// misconfigured, nodes unavailable; slurm.Stuck): then it is cancelled
+	// and its stage fails.
+	PendingTimeout time.Duration
 }
 
 // DefaultSlurm is the `slurm:` section when the pipeline has none.
-var DefaultSlurm = Slurm{Poll: 500 * time.Millisecond, MemoryFactor: 2, Resubmits: 3}
+var DefaultSlurm = Slurm{Poll: 500 * time.Millisecond, MemoryFactor: 2, Resubmits: 3, PendingTimeout: 10 * time.Minute}
 
 var (
 	resourceKeys = []string{"cpus", "memory", "gpus", "time", "partition", "sbatch"}
-	slurmKeys    = []string{"poll", "memory_factor", "max_memory", "resubmits", "worker"}
+	slurmKeys    = []string{"poll", "memory_factor", "max_memory", "resubmits", "worker", "pending_timeout"}
 	memoryRE     = regexp.MustCompile(`^(?i)(\d+(?:\.\d+)?)\s*([KMGT])?(?:i?B)?$`)
 	// sbatchOwned are the sbatch options orch sets itself, with the key
 	// that sets them instead.
@@ -62,7 +67,30 @@ var (
 		"--cpus-per-task": "cpus", "-c": "cpus", "--mem": "memory", "--gpus": "gpus", "-G": "gpus",
 		"--gres": "gpus", "--time": "time", "-t": "time", "--partition": "partition", "-p": "partition",
 	}
+	// sbatchTracking are the sbatch options that break how orch tracks a
+	// stage's job (one job, submitted now, watched until it ends), and why.
+	sbatchTracking = map[string]string{
+		"--array": "makes a job array (orch watches one job per stage)", "-a": "makes a job array (orch watches one job per stage)",
+		"--hold": "holds the job, which would pend forever", "-H": "holds the job, which would pend forever",
+		"--wait": "makes sbatch wait for the job to end (orch watches it with squeue)", "-W": "makes sbatch wait for the job to end (orch watches it with squeue)",
+		"--dependency": "makes the job wait for other jobs (orch orders stages itself)", "-d": "makes the job wait for other jobs (orch orders stages itself)",
+	}
 )
+
+// sbatchName is the option name of a resources.sbatch entry: "--name" of
+// "--name=value" or "--name value", "-x" of "-x", "-xVALUE" or "-x VALUE".
+func sbatchName(f string) string {
+	if strings.HasPrefix(f, "--") {
+		name, _, _ := strings.Cut(f, "=")
+		name, _, _ = strings.Cut(name, " ")
+		return name
+	}
+	if len(f) > 2 && f[0] == '-' {
+		return f[:2]
+	}
+	name, _, _ := strings.Cut(f, "=")
+	return name
+}
 
 // executorName reads an `executor:` value.
 func (l *loader) executorName(v *yaml.Node) string {
@@ -145,7 +173,7 @@ func (l *loader) resources(n *yaml.Node) Resources {
 			r.Partition, _ = l.str(v, "resources.partition")
 		case "sbatch":
 			for _, f := range l.strList(v, "resources.sbatch") {
-				name, _, _ := strings.Cut(f.Value, "=")
+				name := sbatchName(f.Value)
 				if !strings.HasPrefix(name, "-") {
 					l.errAt(f, "resources.sbatch: %q is not an sbatch option (write --name=value)", f.Value)
 					continue
@@ -156,6 +184,10 @@ func (l *loader) resources(n *yaml.Node) Resources {
 					} else {
 						l.errAt(f, "resources.sbatch: %s is set by orch itself", name)
 					}
+					continue
+				}
+				if why, ok := sbatchTracking[name]; ok {
+					l.errAt(f, "resources.sbatch: %s %s; orch cannot track such a job", name, why)
 					continue
 				}
 				r.Sbatch = append(r.Sbatch, f.Value)
@@ -185,6 +217,8 @@ func (l *loader) slurmSection(n *yaml.Node) Slurm {
 			s.Resubmits = l.count(v, "slurm.resubmits", 100)
 		case "worker":
 			s.Worker, _ = l.str(v, "slurm.worker")
+		case "pending_timeout":
+			s.PendingTimeout = l.duration(v, "slurm.pending_timeout")
 		}
 	})
 	return s

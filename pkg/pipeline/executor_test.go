@@ -15,6 +15,7 @@ slurm:
   max_memory: 64G
   resubmits: 5
   worker: /shared/bin/orch
+  pending_timeout: 1h
 stages:
   a:
     run: echo a
@@ -31,7 +32,7 @@ stages:
     resources: {memory: 512}
 `
 	p := parse(t, src, nil)
-	if got, want := p.Slurm, (Slurm{Poll: 2 * time.Second, MemoryFactor: 1.5, MaxMemory: 64 << 30, Resubmits: 5, Worker: "/shared/bin/orch"}); got != want {
+	if got, want := p.Slurm, (Slurm{Poll: 2 * time.Second, MemoryFactor: 1.5, MaxMemory: 64 << 30, Resubmits: 5, Worker: "/shared/bin/orch", PendingTimeout: time.Hour}); got != want {
 		t.Errorf("slurm: got %+v, want %+v", got, want)
 	}
 	a, b := p.Stages["a"], p.Stages["b"]
@@ -148,5 +149,48 @@ func TestParseMemory(t *testing.T) {
 		if _, err := ParseMemory(in); err == nil {
 			t.Errorf("ParseMemory(%q): no error", in)
 		}
+	}
+}
+
+// sbatch options that break orch's tracking of a stage's one job (arrays,
+// holds, sbatch --wait, dependencies) are refused in every spelling.
+func TestParseSbatchTrackingOptions(t *testing.T) {
+	src := `name: p
+stages:
+  a:
+    run: echo a
+    resources:
+      sbatch:
+        - --array=0-3
+        - -a1-3
+        - --hold
+        - -H
+        - --wait
+        - -W
+        - --dependency=afterok:1
+        - -d afterok:1
+        - -o/tmp/x
+        - --qos=high
+        - -q high
+`
+	got := render(t, parseErrs(t, src, nil))
+	for i, want := range []string{
+		`pipeline.yaml:7:11: resources.sbatch: --array makes a job array (orch watches one job per stage); orch cannot track such a job`,
+		`pipeline.yaml:8:11: resources.sbatch: -a makes a job array`,
+		`pipeline.yaml:9:11: resources.sbatch: --hold holds the job, which would pend forever`,
+		`pipeline.yaml:10:11: resources.sbatch: -H holds the job`,
+		`pipeline.yaml:11:11: resources.sbatch: --wait makes sbatch wait for the job to end`,
+		`pipeline.yaml:12:11: resources.sbatch: -W makes sbatch wait`,
+		`pipeline.yaml:13:11: resources.sbatch: --dependency makes the job wait for other jobs`,
+		`pipeline.yaml:14:11: resources.sbatch: -d makes the job wait for other jobs`,
+		`pipeline.yaml:15:11: resources.sbatch: -o is set by orch itself`,
+		"9 problems",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("%d: errors lack %q:\n%s", i, want, got)
+		}
+	}
+	if strings.Contains(got, "qos") || strings.Contains(got, "-q") {
+		t.Errorf("--qos and -q are refused:\n%s", got)
 	}
 }

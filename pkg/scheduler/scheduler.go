@@ -71,6 +71,9 @@ var (
 	ErrStopped = errors.New("scheduler stopped")
 )
 
+// next is pipeline.Schedule.Next; tests count its calls.
+var next = (*pipeline.Schedule).Next
+
 // maxDue bounds how many due ticks of one pipeline are looked at in one
 // pass (a per-second schedule after a week down); older ones are skipped.
 const maxDue = 10000
@@ -93,8 +96,12 @@ type Scheduler struct {
 type job struct {
 	Job
 	cursor time.Time // the last tick seen: processed, or queued
-	queue  []queued  // ticks waiting, oldest first
-	active []*active // runs in progress, oldest first
+	// retry, when set, is when to read the durable last tick again: the
+	// last read failed, and the job takes no ticks until one succeeds.
+	retry    time.Time
+	failures int       // consecutive failed reads
+	queue    []queued  // ticks waiting, oldest first
+	active   []*active // runs in progress, oldest first
 	// removed: no longer loaded; kept only until its runs end.
 	removed bool
 }
@@ -236,12 +243,16 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	for {
 		now := s.opts.Now()
 		for _, j := range s.sorted() {
+			if j.Schedule != nil && !j.retry.IsZero() && !now.Before(j.retry) {
+				s.resume(j, now)
+			}
 			s.due(j, now)
 			s.dispatch(j)
 		}
 		timer.Reset(s.wake(now))
 		select {
 		case <-ctx.Done():
+			s.dropQueued()
 			return nil
 		case <-timer.C:
 		case jobs := <-s.setc:
@@ -259,7 +270,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			s.finished(id)
 		case n := <-s.nextc:
 			var t time.Time
-			if j, ok := s.jobs[n.pipeline]; ok && j.Schedule != nil {
+			if j, ok := s.jobs[n.pipeline]; ok && j.Schedule != nil && j.retry.IsZero() {
 				t = j.Schedule.Next(j.cursor)
 			}
 			n.reply <- t
@@ -281,6 +292,10 @@ func (s *Scheduler) wake(now time.Time) time.Duration {
 	d := time.Hour
 	for _, j := range s.jobs {
 		if j.Schedule == nil {
+			continue
+		}
+		if !j.retry.IsZero() {
+			d = min(d, j.retry.Sub(now))
 			continue
 		}
 		if n := j.Schedule.Next(j.cursor); !n.IsZero() && n.Sub(now) < d {
@@ -305,7 +320,7 @@ func (s *Scheduler) set(jobs []Job) {
 			s.jobs[nj.Pipeline] = j
 		}
 		j.Job, j.removed = nj, false
-		j.queue = nil
+		j.queue, j.retry, j.failures = nil, time.Time{}, 0
 		if nj.Schedule != nil {
 			s.resume(j, now)
 		}
@@ -315,6 +330,7 @@ func (s *Scheduler) set(jobs []Job) {
 			delete(s.jobs, name)
 		} else if !keep[name] {
 			j.Schedule, j.queue, j.removed = nil, nil, true // finishes its runs, takes no ticks
+			j.retry, j.failures = time.Time{}, 0
 		}
 	}
 }
@@ -324,15 +340,25 @@ func sameTiming(a, b *pipeline.Schedule) bool {
 }
 
 // resume sets j's cursor from its durable last tick and handles the ticks
-// missed since then per the catch-up policy.
+// missed since then per the catch-up policy. If the last tick cannot be
+// read, j takes no ticks and resume is tried again later (with backoff):
+// treating it as "never scheduled" would skip what catch-up should run.
 func (s *Scheduler) resume(j *job, now time.Time) {
 	sc := j.Schedule
 	log := s.opts.Log.With("pipeline", j.Pipeline)
 	last, ok, err := s.opts.Ticks.LastTick(j.Pipeline)
 	if err != nil {
-		log.Error("read last tick; scheduling from now", "err", err)
+		j.failures++
+		wait := min(time.Second<<min(j.failures-1, 6), time.Minute)
+		j.retry = now.Add(wait)
+		log.Error("cannot read the last processed tick from the history; the schedule waits, trying again", "in", wait.String(), "attempt", j.failures, "err", err)
+		return
 	}
-	if err != nil || !ok || last.Schedule != sc.ID() {
+	if j.failures > 0 {
+		log.Info("read the last processed tick; the schedule resumes", "after_attempts", j.failures)
+	}
+	j.retry, j.failures = time.Time{}, 0
+	if !ok || last.Schedule != sc.ID() {
 		why := "first schedule"
 		if ok {
 			why = "schedule changed"
@@ -349,22 +375,28 @@ func (s *Scheduler) resume(j *job, now time.Time) {
 	}
 	j.cursor = last.Time
 	s.tickSeen(j.Pipeline, last.Time) // the durable last tick, for /metrics after a restart
-	var missed []time.Time
-	for t := sc.Next(last.Time); !t.IsZero() && !t.After(now); t = sc.Next(t) {
-		missed = append(missed, t)
-		if len(missed) > maxDue {
-			missed = missed[1:]
-		}
-	}
-	if len(missed) == 0 {
+	first := next(sc, last.Time)
+	if first.IsZero() || first.After(now) {
 		return
 	}
-	newest := missed[len(missed)-1]
+	newest := latest(sc, last.Time, now)
+	// Only the ticks in the catch-up window may run, and with catchup none
+	// or latest only the newest matters: the walk starts there, not at the
+	// last tick (a per-second schedule after a week down has 600k ticks).
+	from := last.Time
+	if w := sc.CatchupWindow; w > 0 && now.Add(-w).After(from) {
+		from = now.Add(-w - time.Nanosecond) // a tick at now-w is in the window
+	}
 	var keep []time.Time
-	for _, t := range missed {
-		if sc.CatchupWindow == 0 || !t.Before(now.Add(-sc.CatchupWindow)) {
+	if sc.Catchup == pipeline.CatchupAll {
+		for t := next(sc, from); !t.IsZero() && !t.After(now); t = next(sc, t) {
 			keep = append(keep, t)
+			if len(keep) > maxDue {
+				keep = keep[1:]
+			}
 		}
+	} else if newest.After(from) {
+		keep = []time.Time{newest}
 	}
 	switch {
 	case len(keep) == 0:
@@ -379,14 +411,74 @@ func (s *Scheduler) resume(j *job, now time.Time) {
 		}
 	}
 	j.cursor = newest
-	log.Info("missed ticks", "count", len(missed), "in_window", len(keep), "catchup", sc.Catchup,
-		"first", missed[0].Format(time.RFC3339), "last", newest.Format(time.RFC3339))
+	runs := len(keep) // caught up
+	if sc.Catchup == pipeline.CatchupNone {
+		runs = 0
+	}
+	log.Info("missed ticks", "count", runs, "catchup", sc.Catchup, // count: those caught up
+		"first", first.Format(time.RFC3339), "last", newest.Format(time.RFC3339))
+}
+
+// latest is sc's newest tick in (after, now]; zero if there is none. It
+// looks back from now in doubling steps, then bisects: O(log) calls of
+// Next however many ticks there are.
+func latest(sc *pipeline.Schedule, after, now time.Time) time.Time {
+	has := func(lo, hi time.Time) bool { // a tick in (lo, hi]
+		t := next(sc, lo)
+		return !t.IsZero() && !t.After(hi)
+	}
+	// Invariant: a tick in (lo, hi], none in (hi, now].
+	lo, hi := after, now
+	for d := time.Second; now.Add(-d).After(after); d *= 2 {
+		if has(now.Add(-d), hi) {
+			lo = now.Add(-d)
+			break
+		}
+		hi = now.Add(-d)
+	}
+	if !has(lo, hi) {
+		return time.Time{}
+	}
+	// Ticks are whole seconds apart: below a second one tick is left.
+	for hi.Sub(lo) > time.Second {
+		mid := lo.Add(hi.Sub(lo) / 2)
+		if has(mid, hi) {
+			lo = mid
+		} else {
+			hi = mid
+		}
+	}
+	var t time.Time
+	for n := next(sc, lo); !n.IsZero() && !n.After(hi); n = next(sc, n) {
+		t = n
+	}
+	return t
+}
+
+// dropQueued logs, as the scheduler stops, the ticks queued for a free
+// slot (overlap: queue) that it did not start. Nothing records them: the
+// history's last tick is the last one processed, so on the next start they
+// are missed ticks, caught up (or not) per the schedule's catchup.
+func (s *Scheduler) dropQueued() {
+	for _, j := range s.sorted() {
+		var ticks []string
+		for _, q := range j.queue {
+			if q.skip == "" {
+				ticks = append(ticks, q.tick.Format(time.RFC3339))
+			}
+		}
+		if len(ticks) == 0 || j.Schedule == nil {
+			continue
+		}
+		s.opts.Log.Warn("stopping with ticks queued (overlap: queue) and not started; the next start treats them as missed (catchup: "+j.Schedule.Catchup+")",
+			"pipeline", j.Pipeline, "count", len(ticks), "ticks", strings.Join(ticks, " "))
+	}
 }
 
 // due handles the ticks of j that fell due by now.
 func (s *Scheduler) due(j *job, now time.Time) {
 	sc := j.Schedule
-	if sc == nil {
+	if sc == nil || !j.retry.IsZero() {
 		return
 	}
 	n := 0

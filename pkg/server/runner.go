@@ -102,7 +102,7 @@ func (r *runner) Start(ctx context.Context, req scheduler.Request) (string, <-ch
 		s.log.Info("run finished", "pipeline", p.Name, "run", id, "status", run.Status, "hit", hit, "ran", ran,
 			"failed", nfailed, "skipped", skipped, "duration", run.Ended.Sub(run.Started).Round(time.Millisecond).String())
 		if run.Status == history.RunFailed && p.OnFailure != nil {
-			s.notify(p, run)
+			s.notify(s.hooks, p, run)
 		}
 	}()
 	select {
@@ -154,8 +154,9 @@ type Summary struct {
 }
 
 // notify runs the pipeline's on_failure command and webhook with the run
-// summary; failures are logged and counted, never fatal.
-func (s *Server) notify(p *pipeline.Pipeline, run *history.Run) {
+// summary; failures are logged and counted, never fatal. Ending ctx (serve's
+// grace period is over) stops them.
+func (s *Server) notify(ctx context.Context, p *pipeline.Pipeline, run *history.Run) {
 	o := p.OnFailure
 	body, err := json.Marshal(Summary{Run: run, URL: s.runURL(run.ID)})
 	if err != nil {
@@ -164,7 +165,7 @@ func (s *Server) notify(p *pipeline.Pipeline, run *history.Run) {
 	}
 	log := s.log.With("pipeline", p.Name, "run", run.ID)
 	if o.Command != "" {
-		if err := runHook(o, p, run, body); err != nil {
+		if err := runHook(ctx, o, p, run, body); err != nil {
 			s.metrics.notifyFailed.WithLabelValues(p.Name).Inc()
 			log.Error("on_failure command failed", "command", o.Command, "err", err)
 		} else {
@@ -172,7 +173,7 @@ func (s *Server) notify(p *pipeline.Pipeline, run *history.Run) {
 		}
 	}
 	if o.Webhook != "" {
-		if err := postHook(o, body); err != nil {
+		if err := postHook(ctx, o, body); err != nil {
 			s.metrics.notifyFailed.WithLabelValues(p.Name).Inc()
 			log.Error("on_failure webhook failed", "url", o.Webhook, "err", err)
 		} else {
@@ -181,8 +182,13 @@ func (s *Server) notify(p *pipeline.Pipeline, run *history.Run) {
 	}
 }
 
-func runHook(o *pipeline.OnFailure, p *pipeline.Pipeline, run *history.Run, body []byte) error {
-	ctx, cancel := context.WithTimeout(context.Background(), o.Timeout)
+// hookContext bounds a hook by its timeout and by parent (serve's grace).
+func hookContext(parent context.Context, o *pipeline.OnFailure) (context.Context, context.CancelFunc) {
+	return context.WithTimeoutCause(parent, o.Timeout, fmt.Errorf("timed out after %s", o.Timeout))
+}
+
+func runHook(parent context.Context, o *pipeline.OnFailure, p *pipeline.Pipeline, run *history.Run, body []byte) error {
+	ctx, cancel := hookContext(parent, o)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "sh", "-c", o.Command)
 	cmd.Dir = p.Root
@@ -193,15 +199,15 @@ func runHook(o *pipeline.OnFailure, p *pipeline.Pipeline, run *history.Run, body
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		if ctx.Err() != nil {
-			err = fmt.Errorf("timed out after %s", o.Timeout)
+			err = context.Cause(ctx)
 		}
 		return fmt.Errorf("%w: %s", err, strings.TrimSpace(string(tailBytes(out, 500))))
 	}
 	return nil
 }
 
-func postHook(o *pipeline.OnFailure, body []byte) error {
-	ctx, cancel := context.WithTimeout(context.Background(), o.Timeout)
+func postHook(parent context.Context, o *pipeline.OnFailure, body []byte) error {
+	ctx, cancel := hookContext(parent, o)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, o.Webhook, bytes.NewReader(body))
 	if err != nil {
@@ -211,6 +217,9 @@ func postHook(o *pipeline.OnFailure, body []byte) error {
 	req.Header.Set("User-Agent", "orch-serve")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("%s: %w", o.Webhook, context.Cause(ctx))
+		}
 		return err
 	}
 	defer resp.Body.Close()

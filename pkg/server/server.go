@@ -69,7 +69,14 @@ type Server struct {
 	runner  *runner
 	reader  *engine.Engine // reads logs
 	addr    string         // the bound address
+	// hooks is the context of on_failure hooks: it ends when the grace
+	// period of a shutdown is over.
+	hooks context.Context
 }
+
+// errGraceOver ends on_failure hooks still going when serve's grace
+// period is over.
+var errGraceOver = errors.New("cancelled: orch serve is shutting down and its grace period is over")
 
 // ErrLocked is returned by Run when another serve holds the lock.
 var ErrLocked = errors.New("another orch serve is running on this workspace")
@@ -100,7 +107,7 @@ func New(opts Options) (*Server, error) {
 		}
 	}
 	s := &Server{
-		opts: opts, log: opts.Log, live: history.NewLive(), metrics: newMetrics(),
+		opts: opts, log: opts.Log, live: history.NewLive(), metrics: newMetrics(), hooks: context.Background(),
 		catalog: &catalog{root: opts.Root, args: opts.Args, kinds: opts.Kinds},
 		db:      history.Open(filepath.Join(opts.Root, ".orch", "history.db")),
 	}
@@ -166,6 +173,9 @@ func (s *Server) Run(ctx context.Context, ready func(addr string)) error {
 	// cancel calls go through it.
 	runCtx, cancelRuns := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelRuns()
+	hooks, stopHooks := context.WithCancelCause(context.Background())
+	defer stopHooks(nil)
+	s.hooks = hooks
 	s.sched = scheduler.New(scheduler.Options{
 		Runner: s.runner, Ticks: s.db, Now: s.opts.Now, RunContext: runCtx, Log: s.log, OnTick: s.metrics.tick,
 	})
@@ -218,6 +228,7 @@ loop:
 	case <-time.After(s.opts.Grace):
 		s.log.Warn("grace period over; cancelling runs in progress")
 		cancelRuns()
+		stopHooks(errGraceOver)
 		<-finished
 	}
 	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

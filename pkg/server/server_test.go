@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -109,7 +110,7 @@ func TestNotify(t *testing.T) {
 	}}
 	s := &Server{log: discard(), metrics: newMetrics()}
 	run := &history.Run{ID: "r1", Pipeline: "p", Status: history.RunFailed, Error: "stage \"x\": exit status 1"}
-	s.notify(p, run)
+	s.notify(context.Background(), p, run)
 	b, err := os.ReadFile(filepath.Join(root, "summary.json"))
 	if err != nil {
 		t.Fatal(err)
@@ -132,7 +133,7 @@ func TestNotify(t *testing.T) {
 	// Failing hooks are counted, not fatal.
 	p.OnFailure = &pipeline.OnFailure{Command: "exit 3", Webhook: hook.URL + "/x", Timeout: 10 * time.Second}
 	hook.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { http.Error(w, "nope", 500) })
-	s.notify(p, run)
+	s.notify(context.Background(), p, run)
 	if n := testCounter(t, s, "orch_notify_failures_total"); n != 2 {
 		t.Errorf("notify failures counted %v, want 2", n)
 	}

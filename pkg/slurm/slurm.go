@@ -37,6 +37,26 @@ var terminal = map[string]bool{
 // Terminal reports whether a job in state s has ended.
 func Terminal(s string) bool { return terminal[s] }
 
+// stuckReasons are the reasons of a PENDING job that do not resolve on their
+// own: an operator has to release the job, bring a partition or node back,
+// or fix an account, a QOS or a limit.
+var stuckReasons = []string{
+	"JobHeldUser", "JobHeldAdmin", "PartitionDown", "PartitionInactive", "PartitionConfig",
+	"PartitionNodeLimit", "PartitionTimeLimit", "ReqNodeNotAvail", "NodeDown", "BadConstraints",
+	"DependencyNeverSatisfied", "InvalidAccount", "InvalidQOS", "AccountNotAllowed", "QOSNotAllowed",
+}
+
+// Stuck reports whether a PENDING job's reason is one that does not
+// resolve on its own ("ReqNodeNotAvail, UnavailableNodes:n1" included).
+func Stuck(reason string) bool {
+	for _, r := range stuckReasons {
+		if reason == r || strings.HasPrefix(reason, r+",") || strings.HasPrefix(reason, r+" ") {
+			return true
+		}
+	}
+	return false
+}
+
 // Info is what Slurm says about one job.
 type Info struct {
 	ID     string

@@ -117,3 +117,16 @@ func TestBusy(t *testing.T) {
 		t.Errorf("Backoff: %v %v %v", Backoff(1), Backoff(2), Backoff(100))
 	}
 }
+
+func TestStuck(t *testing.T) {
+	for reason, want := range map[string]bool{
+		"JobHeldUser": true, "JobHeldAdmin": true, "PartitionDown": true, "PartitionConfig": true,
+		"ReqNodeNotAvail, UnavailableNodes:n[1-2]": true, "ReqNodeNotAvail": true,
+		"Priority": false, "Resources": false, "None": false, "BeginTime": false, "Dependency": false,
+		"ReqNodeNotAvailable": false, "": false,
+	} {
+		if got := Stuck(reason); got != want {
+			t.Errorf("Stuck(%q) = %v, want %v", reason, got, want)
+		}
+	}
+}
