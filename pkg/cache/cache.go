@@ -517,6 +517,48 @@ func cloneInto(out, in *os.File, size int64) error {
 	return copyAll(out, in, size)
 }
 
+// collectFile is Collect of a regular file with one open: it is hashed,
+// made read-only and checked through the descriptor, then renamed into the
+// store; its stat is the blob's, so it counts as verified without another.
+// ok is false, with no error, when src is not a regular file of one link
+// (Collect's general path takes it).
+func (c *Cache) collectFile(src string) (out Output, ok bool, err error) {
+	fd, err := unix.Open(src, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0) // NONBLOCK: a FIFO must not block the open
+	if err != nil {
+		if errors.Is(err, unix.ELOOP) {
+			return Output{}, false, nil // a symlink: refused below
+		}
+		return Output{}, false, &fs.PathError{Op: "open", Path: src, Err: err}
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG || st.Nlink != 1 {
+		unix.Close(fd)
+		return Output{}, false, nil
+	}
+	_ = unix.SetNonblock(fd, false) // a regular file: plain reads, not the poller
+	f := os.NewFile(uintptr(fd), src)
+	defer f.Close()
+	d, n, err := digest.OpenFile(f, st.Size)
+	if err != nil {
+		return Output{}, false, err
+	}
+	if err := unix.Fchmod(fd, 0o444); err != nil {
+		return Output{}, false, err
+	}
+	placed, err := c.Local.PlaceFile(d, src)
+	if err != nil {
+		return Output{}, false, err
+	}
+	if placed {
+		c.mu.Lock()
+		c.verified[d] = blobStat{size: st.Size, mtime: st.Mtim.Nano(), ino: st.Ino}
+		c.mu.Unlock()
+	} else {
+		c.markVerified(d)
+	}
+	return Output{Digest: d, Size: n}, true, nil
+}
+
 // noReflink is set once FICLONE has failed because the file system cannot
 // share extents (ext4): the cache and the attempt directories live on one
 // file system, so every later copy would fail the same way.
@@ -567,6 +609,9 @@ func RemoveAll(path string) error { return removeAll(path) }
 // the local store; src is gone afterwards. It returns the Output and the
 // digests of every blob it stored (for upload to a remote).
 func (c *Cache) Collect(ctx context.Context, src string) (Output, []digest.Digest, error) {
+	if out, ok, err := c.collectFile(src); ok || err != nil {
+		return out, []digest.Digest{out.Digest}, err
+	}
 	fi, err := os.Lstat(src)
 	if err != nil {
 		return Output{}, nil, err

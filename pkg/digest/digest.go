@@ -93,9 +93,15 @@ func File(path string) (Digest, int64, error) {
 	if err != nil {
 		return Zero, 0, err
 	}
-	if fi.Size() >= ParallelThreshold {
-		d, err := parallelFile(f, fi.Size())
-		return d, fi.Size(), err
+	return OpenFile(f, fi.Size())
+}
+
+// OpenFile digests the open file f, of size bytes, from its start: on all
+// cores from ParallelThreshold on.
+func OpenFile(f *os.File, size int64) (Digest, int64, error) {
+	if size >= ParallelThreshold {
+		d, err := parallelFile(f, size)
+		return d, size, err
 	}
 	return serialReader(f)
 }

@@ -147,10 +147,12 @@ func (r *runner) execute(ctx context.Context, st *pipeline.Stage, sr *history.St
 	var blobs []digest.Digest
 	for _, o := range st.Outputs {
 		src := filepath.Join(outDir, filepath.FromSlash(o.Path))
-		if _, err := os.Lstat(src); err != nil {
-			return r.fail(sr, fmt.Errorf("output %q was not written at {{outputs.%s}} (%s)", o.Name, o.Name, src))
-		}
 		out, bs, err := r.e.Cache.Collect(ctx, src)
+		if errors.Is(err, fs.ErrNotExist) {
+			if _, lerr := os.Lstat(src); lerr != nil {
+				return r.fail(sr, fmt.Errorf("output %q was not written at {{outputs.%s}} (%s)", o.Name, o.Name, src))
+			}
+		}
 		if err != nil {
 			return r.fail(sr, fmt.Errorf("output %q: %w", o.Name, err))
 		}

@@ -146,6 +146,18 @@ func (l *Local) AdoptFile(d digest.Digest, path string) error {
 	return err
 }
 
+// PlaceFile moves the file at path, whose digest is d, into the store by
+// rename; the caller has made it read-only and knows it has no other hard
+// link (AdoptFile checks both itself). If the blob exists already, path is
+// removed and placed is false.
+func (l *Local) PlaceFile(d digest.Digest, path string) (placed bool, err error) {
+	err = l.renameNew(path, l.BlobPath(d))
+	if errors.Is(err, fs.ErrExist) {
+		return false, os.Remove(path)
+	}
+	return err == nil, err
+}
+
 // renameNew renames tmp to final, creating final's directory, unless final
 // exists: then it returns an error matching fs.ErrExist and leaves both.
 // One renameat2(RENAME_NOREPLACE) does the check and the move; where the
