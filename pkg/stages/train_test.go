@@ -542,6 +542,20 @@ func BenchmarkLogistic200k(b *testing.B) {
 	}
 }
 
+// BenchmarkLogistic1M fits 1M churn-like rows: above the Hessian sample
+// (mlLrHessianRows), the path the 3M-row churn pipeline takes.
+func BenchmarkLogistic1M(b *testing.B) {
+	cols, y := mlChurnLike(1 << 20)
+	b.ResetTimer()
+	for range b.N {
+		fit, err := mlFitLogistic(context.Background(), cols, y, mlLogisticConfig{L2: 1, MaxIter: 100, Tol: 1e-6})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(float64(fit.iterations), "steps/op")
+	}
+}
+
 func BenchmarkGBDT200k(b *testing.B) {
 	cols, y := mlChurnLike(200_000)
 	cfg := mlGbdtConfig{Rounds: 20, LearningRate: 0.1, MaxDepth: 6, MinSamplesLeaf: 20, L2: 1, MaxBins: 255}

@@ -1,0 +1,310 @@
+package stages
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/apache/arrow-go/v18/parquet/file"
+	"github.com/apache/arrow-go/v18/parquet/pqarrow"
+)
+
+// mlRows are the rows of a features table that a split keeps, in table
+// order: float32 feature columns (in mlModelColumns.features order, in
+// arena memory), 0/1 labels and split buckets.
+type mlRows struct {
+	cols   [][]float32
+	y      []uint8
+	bucket []uint16
+	total  int // rows in the table
+}
+
+// mlLoadRows reads the rows of the table at path whose split bucket
+// satisfies keep. Each row group's id column is read first; then its
+// feature and label column chunks are read on all cores, each with
+// Parquet's typed column reader straight into the row group's place in
+// the arena column, and compacted there to the kept rows. Nulls, NaN and
+// infinities in the kept rows, and labels other than 0/1, are errors
+// naming the column and row; the columns of rows not kept are not checked.
+func mlLoadRows(ctx context.Context, path string, mc *mlModelColumns, seed uint64, keep func(uint16) bool, arena *mlArena) (*mlRows, error) {
+	pf, err := file.OpenParquetFile(path, false)
+	if err != nil {
+		return nil, fmt.Errorf("%s: not a readable Parquet file: %w", path, err)
+	}
+	defer pf.Close()
+	fr, err := pqarrow.NewFileReader(pf, pqarrow.ArrowReadProperties{}, memory.DefaultAllocator)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	sc, err := fr.Schema()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	// the leaf column and Arrow type of each feature and of the label
+	names := append(append([]string{}, mc.features...), mc.label)
+	leaf := make([]int, len(names))
+	types := make([]arrow.DataType, len(names))
+	for i, name := range names {
+		leaf[i] = pf.MetaData().Schema.ColumnIndexByName(name)
+		fi := sc.FieldIndices(name)
+		if leaf[i] < 0 || len(fi) == 0 {
+			return nil, fmt.Errorf("%s: no column %q", path, name)
+		}
+		types[i] = sc.Field(fi[0]).Type
+	}
+	if lt := types[len(names)-1]; !mlIsFeatureType(lt) {
+		return nil, fmt.Errorf("%s: label column %q: type %s: the label must be 0/1 or boolean", path, mc.label, lt)
+	}
+	idField := sc.FieldIndices(mc.id)
+	if len(idField) == 0 {
+		return nil, fmt.Errorf("%s: no id column %q", path, mc.id)
+	}
+	total := int(pf.NumRows())
+	d := len(mc.features)
+	rs := &mlRows{cols: make([][]float32, d), total: total}
+	for j := range rs.cols {
+		rs.cols[j] = arena.float32s(total)[:total]
+	}
+	labels := arena.float32s(total)[:total]
+	var all []uint16
+	var sel []int32
+	workers := mlParallelism(len(names))
+	scr := make([]mlColScratch, workers)
+	kept, rowBase := 0, 0
+	for rg := range pf.NumRowGroups() {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		nrg := int(pf.RowGroup(rg).NumRows())
+		ids, err := fr.RowGroup(rg).Column(idField[0]).Read(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("%s: id column %q: %w", path, mc.id, err)
+		}
+		all = mlGrow(all, nrg)
+		at := 0
+		for _, a := range ids.Chunks() {
+			if err == nil {
+				err = mlIdBuckets(a, mc.id, seed, rowBase+at, all[at:at+a.Len()])
+			}
+			at += a.Len()
+		}
+		ids.Release()
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		if at != nrg {
+			return nil, fmt.Errorf("%s: id column %q: row group %d has %d ids for %d rows", path, mc.id, rg, at, nrg)
+		}
+		sel = sel[:0]
+		for i, b := range all {
+			if keep(b) {
+				sel = append(sel, int32(i))
+			}
+		}
+		for _, i := range sel {
+			rs.bucket = append(rs.bucket, all[i])
+		}
+		errs := make([]error, len(names))
+		mlParallelDo(len(names), workers, func(w, c int) {
+			dst := labels[kept : kept+nrg]
+			if c < d {
+				dst = rs.cols[c][kept : kept+nrg]
+			}
+			errs[c] = mlReadColumnChunk(pf.RowGroup(rg), leaf[c], types[c], dst, sel, &scr[w])
+			if errs[c] == nil && c < d {
+				errs[c] = mlCheckFiniteRows(dst[:len(sel)], sel)
+			}
+		})
+		for c, err := range errs {
+			if err == nil {
+				continue
+			}
+			what := "feature"
+			if c == d {
+				what = "label"
+			}
+			return nil, fmt.Errorf("%s: %s column %q: %w", path, what, names[c], mlRowErr(err, rowBase))
+		}
+		for k, v := range labels[kept : kept+len(sel)] {
+			switch v {
+			case 0, 1:
+			default:
+				return nil, fmt.Errorf("%s: label column %q: row %d: value %v: the label must be 0 or 1", path, mc.label, rowBase+int(sel[k]), v)
+			}
+		}
+		kept += len(sel)
+		rowBase += nrg
+	}
+	for j := range rs.cols {
+		rs.cols[j] = rs.cols[j][:kept]
+	}
+	rs.y = make([]uint8, kept)
+	for i, v := range labels[:kept] {
+		rs.y[i] = uint8(v)
+	}
+	return rs, nil
+}
+
+// mlColScratch is one worker's buffers for reading column chunks.
+type mlColScratch struct {
+	def []int16
+	i32 []int32
+	i64 []int64
+	f64 []float64
+	b   []bool
+}
+
+// mlReadColumnChunk reads a column chunk of len(dst) rows into dst as
+// float32, then moves the rows sel to the front of dst. A null in a row of
+// sel is an *mlBadRow.
+func mlReadColumnChunk(rgr *file.RowGroupReader, leaf int, dt arrow.DataType, dst []float32, sel []int32, s *mlColScratch) error {
+	cr, err := rgr.Column(leaf)
+	if err != nil {
+		return err
+	}
+	n := len(dst)
+	maxDef := cr.Descriptor().MaxDefinitionLevel()
+	var def []int16
+	if maxDef > 0 {
+		s.def = mlGrow(s.def, n)
+		def = s.def
+	}
+	// read calls the typed reader until n rows are in; it returns the
+	// number of values (nulls are not stored: values are dense)
+	read := func(batch func(rows int64, pos int, def []int16) (int64, int, error)) (int, error) {
+		rows, vals := 0, 0
+		for rows < n {
+			var d []int16
+			if def != nil {
+				d = def[rows:]
+			}
+			r, v, err := batch(int64(n-rows), vals, d)
+			if err != nil {
+				return 0, err
+			}
+			if r == 0 {
+				return 0, fmt.Errorf("column chunk ends after %d of %d rows", rows, n)
+			}
+			rows += int(r)
+			vals += v
+		}
+		return vals, nil
+	}
+	var vals int
+	switch c := cr.(type) {
+	case *file.Float32ColumnChunkReader:
+		vals, err = read(func(rows int64, pos int, d []int16) (int64, int, error) { return c.ReadBatch(rows, dst[pos:], d, nil) })
+	case *file.Float64ColumnChunkReader:
+		s.f64 = mlGrow(s.f64, n)
+		vals, err = read(func(rows int64, pos int, d []int16) (int64, int, error) { return c.ReadBatch(rows, s.f64[pos:], d, nil) })
+		for i, v := range s.f64[:vals] {
+			dst[i] = float32(v)
+		}
+	case *file.Int32ColumnChunkReader:
+		s.i32 = mlGrow(s.i32, n)
+		vals, err = read(func(rows int64, pos int, d []int16) (int64, int, error) { return c.ReadBatch(rows, s.i32[pos:], d, nil) })
+		if dt.ID() == arrow.UINT32 {
+			for i, v := range s.i32[:vals] {
+				dst[i] = float32(uint32(v))
+			}
+		} else {
+			for i, v := range s.i32[:vals] {
+				dst[i] = float32(v)
+			}
+		}
+	case *file.Int64ColumnChunkReader:
+		s.i64 = mlGrow(s.i64, n)
+		vals, err = read(func(rows int64, pos int, d []int16) (int64, int, error) { return c.ReadBatch(rows, s.i64[pos:], d, nil) })
+		if dt.ID() == arrow.UINT64 {
+			for i, v := range s.i64[:vals] {
+				dst[i] = float32(uint64(v))
+			}
+		} else {
+			for i, v := range s.i64[:vals] {
+				dst[i] = float32(v)
+			}
+		}
+	case *file.BooleanColumnChunkReader:
+		s.b = mlGrow(s.b, n)
+		vals, err = read(func(rows int64, pos int, d []int16) (int64, int, error) { return c.ReadBatch(rows, s.b[pos:], d, nil) })
+		for i, v := range s.b[:vals] {
+			dst[i] = 0
+			if v {
+				dst[i] = 1
+			}
+		}
+	default:
+		return fmt.Errorf("type %s is not numeric", dt)
+	}
+	if err != nil {
+		return err
+	}
+	if vals < n { // nulls: spread the values to their rows, from the back
+		v := vals - 1
+		for i := n - 1; i >= 0; i-- {
+			if def[i] == maxDef {
+				dst[i] = dst[v]
+				v--
+			}
+		}
+		for _, i := range sel {
+			if def[i] != maxDef {
+				return &mlBadRow{row: int(i), msg: "null value: fill nulls before training (preprocess fill)"}
+			}
+		}
+	}
+	for k, i := range sel {
+		dst[k] = dst[i]
+	}
+	return nil
+}
+
+// mlCheckFiniteRows checks that the kept values vals (of rows sel) are
+// finite.
+func mlCheckFiniteRows(vals []float32, sel []int32) error {
+	for k, v := range vals {
+		if v-v != 0 { // NaN or ±Inf
+			return &mlBadRow{row: int(sel[k]), msg: fmt.Sprintf("value %v: features must be finite", v)}
+		}
+	}
+	return nil
+}
+
+// split moves the rows whose bucket satisfies out into a new mlRows (its
+// columns from the arena), keeping both in table order; the rest stay,
+// compacted in place.
+func (rs *mlRows) split(out func(uint16) bool, arena *mlArena) *mlRows {
+	var idx []int32
+	for i, b := range rs.bucket {
+		if out(b) {
+			idx = append(idx, int32(i))
+		}
+	}
+	o := &mlRows{cols: make([][]float32, len(rs.cols)), y: make([]uint8, len(idx)), bucket: make([]uint16, len(idx)), total: rs.total}
+	for j := range o.cols {
+		o.cols[j] = arena.float32s(len(idx))[:len(idx)]
+	}
+	mlParallelDo(len(rs.cols), mlParallelism(len(rs.cols)), func(_, j int) {
+		rs.cols[j] = mlMoveRows(rs.cols[j], idx, o.cols[j])
+	})
+	rs.y = mlMoveRows(rs.y, idx, o.y)
+	rs.bucket = mlMoveRows(rs.bucket, idx, o.bucket)
+	return o
+}
+
+// mlMoveRows copies s[idx] into out and returns s without them, compacted
+// in place.
+func mlMoveRows[T any](s []T, idx []int32, out []T) []T {
+	w, next := 0, 0
+	for i, v := range s {
+		if next < len(idx) && int(idx[next]) == i {
+			out[next] = v
+			next++
+			continue
+		}
+		s[w] = v
+		w++
+	}
+	return s[:w]
+}
