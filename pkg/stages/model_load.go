@@ -197,13 +197,17 @@ func mlReadColumnChunk(rgr *file.RowGroupReader, leaf int, dt arrow.DataType, ds
 		vals, err = read(func(rows int64, pos int, d []int16) (int64, int, error) { return c.ReadBatch(rows, dst[pos:], d, nil) })
 	case *file.Float64ColumnChunkReader:
 		s.f64 = mlGrow(s.f64, n)
-		vals, err = read(func(rows int64, pos int, d []int16) (int64, int, error) { return c.ReadBatch(rows, s.f64[pos:], d, nil) })
+		vals, err = read(func(rows int64, pos int, d []int16) (int64, int, error) {
+			return c.ReadBatch(rows, s.f64[pos:], d, nil)
+		})
 		for i, v := range s.f64[:vals] {
 			dst[i] = float32(v)
 		}
 	case *file.Int32ColumnChunkReader:
 		s.i32 = mlGrow(s.i32, n)
-		vals, err = read(func(rows int64, pos int, d []int16) (int64, int, error) { return c.ReadBatch(rows, s.i32[pos:], d, nil) })
+		vals, err = read(func(rows int64, pos int, d []int16) (int64, int, error) {
+			return c.ReadBatch(rows, s.i32[pos:], d, nil)
+		})
 		if dt.ID() == arrow.UINT32 {
 			for i, v := range s.i32[:vals] {
 				dst[i] = float32(uint32(v))
@@ -215,7 +219,9 @@ func mlReadColumnChunk(rgr *file.RowGroupReader, leaf int, dt arrow.DataType, ds
 		}
 	case *file.Int64ColumnChunkReader:
 		s.i64 = mlGrow(s.i64, n)
-		vals, err = read(func(rows int64, pos int, d []int16) (int64, int, error) { return c.ReadBatch(rows, s.i64[pos:], d, nil) })
+		vals, err = read(func(rows int64, pos int, d []int16) (int64, int, error) {
+			return c.ReadBatch(rows, s.i64[pos:], d, nil)
+		})
 		if dt.ID() == arrow.UINT64 {
 			for i, v := range s.i64[:vals] {
 				dst[i] = float32(uint64(v))

@@ -56,7 +56,7 @@ type mlLrData struct {
 
 type mlLrScratch struct {
 	m, r, w, rows, nzv []float64
-	nzi               []int
+	nzi                []int
 }
 
 func mlNewLrData(cols [][]float32, y []uint8) *mlLrData {
