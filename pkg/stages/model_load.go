@@ -21,12 +21,13 @@ type mlRows struct {
 }
 
 // mlLoadRows reads the rows of the table at path whose split bucket
-// satisfies keep. Each row group's id column is read first; then its
+// satisfies keep. It reads the id column first, so it knows which rows it
+// keeps and allocates the columns at their size; then each row group's
 // feature and label column chunks are read on all cores, each with
-// Parquet's typed column reader straight into the row group's place in
-// the arena column, and compacted there to the kept rows. Nulls, NaN and
+// Parquet's typed column reader into the worker's scratch buffer, and the
+// kept rows gathered from there into their place. Nulls, NaN and
 // infinities in the kept rows, and labels other than 0/1, are errors
-// naming the column and row; the columns of rows not kept are not checked.
+// naming the column and row; rows not kept are not checked.
 func mlLoadRows(ctx context.Context, path string, mc *mlModelColumns, seed uint64, keep func(uint16) bool, arena *mlArena) (*mlRows, error) {
 	pf, err := file.OpenParquetFile(path, false)
 	if err != nil {
@@ -61,16 +62,8 @@ func mlLoadRows(ctx context.Context, path string, mc *mlModelColumns, seed uint6
 		return nil, fmt.Errorf("%s: no id column %q", path, mc.id)
 	}
 	total := int(pf.NumRows())
-	d := len(mc.features)
-	rs := &mlRows{cols: make([][]float32, d), total: total}
-	for j := range rs.cols {
-		rs.cols[j] = arena.float32s(total)[:total]
-	}
-	labels := arena.float32s(total)[:total]
-	var all []uint16
-	var sel []int32
-	workers := mlParallelism(len(names))
-	scr := make([]mlColScratch, workers)
+	// every row's bucket, and the number of rows kept
+	all := make([]uint16, total)
 	kept, rowBase := 0, 0
 	for rg := range pf.NumRowGroups() {
 		if err := ctx.Err(); err != nil {
@@ -81,11 +74,10 @@ func mlLoadRows(ctx context.Context, path string, mc *mlModelColumns, seed uint6
 		if err != nil {
 			return nil, fmt.Errorf("%s: id column %q: %w", path, mc.id, err)
 		}
-		all = mlGrow(all, nrg)
-		at := 0
+		at := rowBase
 		for _, a := range ids.Chunks() {
-			if err == nil {
-				err = mlIdBuckets(a, mc.id, seed, rowBase+at, all[at:at+a.Len()])
+			if err == nil && at+a.Len() <= rowBase+nrg {
+				err = mlIdBuckets(a, mc.id, seed, at, all[at:at+a.Len()])
 			}
 			at += a.Len()
 		}
@@ -93,55 +85,61 @@ func mlLoadRows(ctx context.Context, path string, mc *mlModelColumns, seed uint6
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
-		if at != nrg {
-			return nil, fmt.Errorf("%s: id column %q: row group %d has %d ids for %d rows", path, mc.id, rg, at, nrg)
+		if at != rowBase+nrg {
+			return nil, fmt.Errorf("%s: id column %q: row group %d has %d ids for %d rows", path, mc.id, rg, at-rowBase, nrg)
 		}
+		rowBase += nrg
+	}
+	for _, b := range all {
+		if keep(b) {
+			kept++
+		}
+	}
+	d := len(mc.features)
+	rs := &mlRows{cols: make([][]float32, d), y: make([]uint8, kept), bucket: make([]uint16, 0, kept), total: total}
+	for j := range rs.cols {
+		rs.cols[j] = arena.float32s(kept)[:kept]
+	}
+	var sel []int32
+	workers := mlParallelism(len(names))
+	scr := make([]mlColScratch, workers)
+	kept, rowBase = 0, 0
+	for rg := range pf.NumRowGroups() {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		nrg := int(pf.RowGroup(rg).NumRows())
 		sel = sel[:0]
-		for i, b := range all {
+		for i, b := range all[rowBase : rowBase+nrg] {
 			if keep(b) {
 				sel = append(sel, int32(i))
+				rs.bucket = append(rs.bucket, b)
 			}
 		}
-		for _, i := range sel {
-			rs.bucket = append(rs.bucket, all[i])
-		}
-		errs := make([]error, len(names))
-		mlParallelDo(len(names), workers, func(w, c int) {
-			dst := labels[kept : kept+nrg]
-			if c < d {
-				dst = rs.cols[c][kept : kept+nrg]
-			}
-			errs[c] = mlReadColumnChunk(pf.RowGroup(rg), leaf[c], types[c], dst, sel, &scr[w])
-			if errs[c] == nil && c < d {
-				errs[c] = mlCheckFiniteRows(dst[:len(sel)], sel)
-			}
-		})
-		for c, err := range errs {
-			if err == nil {
-				continue
-			}
-			what := "feature"
-			if c == d {
-				what = "label"
-			}
-			return nil, fmt.Errorf("%s: %s column %q: %w", path, what, names[c], mlRowErr(err, rowBase))
-		}
-		for k, v := range labels[kept : kept+len(sel)] {
-			switch v {
-			case 0, 1:
-			default:
-				return nil, fmt.Errorf("%s: label column %q: row %d: value %v: the label must be 0 or 1", path, mc.label, rowBase+int(sel[k]), v)
+		if len(sel) > 0 {
+			errs := make([]error, len(names))
+			mlParallelDo(len(names), workers, func(w, c int) {
+				vals, err := mlReadColumnChunk(pf.RowGroup(rg), leaf[c], types[c], nrg, sel, &scr[w])
+				if err == nil && c < d {
+					err = mlGatherFeature(rs.cols[c][kept:kept+len(sel)], vals, sel)
+				} else if err == nil {
+					err = mlGatherLabel(rs.y[kept:kept+len(sel)], vals, sel)
+				}
+				errs[c] = err
+			})
+			for c, err := range errs {
+				if err == nil {
+					continue
+				}
+				what := "feature"
+				if c == d {
+					what = "label"
+				}
+				return nil, fmt.Errorf("%s: %s column %q: %w", path, what, names[c], mlRowErr(err, rowBase))
 			}
 		}
 		kept += len(sel)
 		rowBase += nrg
-	}
-	for j := range rs.cols {
-		rs.cols[j] = rs.cols[j][:kept]
-	}
-	rs.y = make([]uint8, kept)
-	for i, v := range labels[:kept] {
-		rs.y[i] = uint8(v)
 	}
 	return rs, nil
 }
@@ -149,21 +147,22 @@ func mlLoadRows(ctx context.Context, path string, mc *mlModelColumns, seed uint6
 // mlColScratch is one worker's buffers for reading column chunks.
 type mlColScratch struct {
 	def []int16
+	f32 []float32
 	i32 []int32
 	i64 []int64
 	f64 []float64
 	b   []bool
 }
 
-// mlReadColumnChunk reads a column chunk of len(dst) rows into dst as
-// float32, then moves the rows sel to the front of dst. A null in a row of
-// sel is an *mlBadRow.
-func mlReadColumnChunk(rgr *file.RowGroupReader, leaf int, dt arrow.DataType, dst []float32, sel []int32, s *mlColScratch) error {
+// mlReadColumnChunk reads a column chunk of n rows and returns its values
+// as float32, in s.f32. A null in a row of sel is an *mlBadRow.
+func mlReadColumnChunk(rgr *file.RowGroupReader, leaf int, dt arrow.DataType, n int, sel []int32, s *mlColScratch) ([]float32, error) {
 	cr, err := rgr.Column(leaf)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	n := len(dst)
+	s.f32 = mlGrow(s.f32, n)
+	dst := s.f32
 	maxDef := cr.Descriptor().MaxDefinitionLevel()
 	var def []int16
 	if maxDef > 0 {
@@ -194,7 +193,9 @@ func mlReadColumnChunk(rgr *file.RowGroupReader, leaf int, dt arrow.DataType, ds
 	var vals int
 	switch c := cr.(type) {
 	case *file.Float32ColumnChunkReader:
-		vals, err = read(func(rows int64, pos int, d []int16) (int64, int, error) { return c.ReadBatch(rows, dst[pos:], d, nil) })
+		vals, err = read(func(rows int64, pos int, d []int16) (int64, int, error) {
+			return c.ReadBatch(rows, dst[pos:], d, nil)
+		})
 	case *file.Float64ColumnChunkReader:
 		s.f64 = mlGrow(s.f64, n)
 		vals, err = read(func(rows int64, pos int, d []int16) (int64, int, error) {
@@ -233,7 +234,9 @@ func mlReadColumnChunk(rgr *file.RowGroupReader, leaf int, dt arrow.DataType, ds
 		}
 	case *file.BooleanColumnChunkReader:
 		s.b = mlGrow(s.b, n)
-		vals, err = read(func(rows int64, pos int, d []int16) (int64, int, error) { return c.ReadBatch(rows, s.b[pos:], d, nil) })
+		vals, err = read(func(rows int64, pos int, d []int16) (int64, int, error) {
+			return c.ReadBatch(rows, s.b[pos:], d, nil)
+		})
 		for i, v := range s.b[:vals] {
 			dst[i] = 0
 			if v {
@@ -241,10 +244,10 @@ func mlReadColumnChunk(rgr *file.RowGroupReader, leaf int, dt arrow.DataType, ds
 			}
 		}
 	default:
-		return fmt.Errorf("type %s is not numeric", dt)
+		return nil, fmt.Errorf("type %s is not numeric", dt)
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if vals < n { // nulls: spread the values to their rows, from the back
 		v := vals - 1
@@ -256,22 +259,42 @@ func mlReadColumnChunk(rgr *file.RowGroupReader, leaf int, dt arrow.DataType, ds
 		}
 		for _, i := range sel {
 			if def[i] != maxDef {
-				return &mlBadRow{row: int(i), msg: "null value: fill nulls before training (preprocess fill)"}
+				return nil, &mlBadRow{row: int(i), msg: "null value: fill nulls before training (preprocess fill)"}
 			}
 		}
 	}
+	return dst, nil
+}
+
+// mlGatherFeature copies vals[sel] into out; they must be finite.
+func mlGatherFeature(out, vals []float32, sel []int32) error {
+	out = out[:len(sel)]
+	bad := false
 	for k, i := range sel {
-		dst[k] = dst[i]
+		v := vals[i]
+		out[k] = v
+		bad = bad || v-v != 0 // NaN or ±Inf
+	}
+	if bad {
+		for k, v := range out {
+			if v-v != 0 {
+				return &mlBadRow{row: int(sel[k]), msg: fmt.Sprintf("value %v: features must be finite", v)}
+			}
+		}
 	}
 	return nil
 }
 
-// mlCheckFiniteRows checks that the kept values vals (of rows sel) are
-// finite.
-func mlCheckFiniteRows(vals []float32, sel []int32) error {
-	for k, v := range vals {
-		if v-v != 0 { // NaN or ±Inf
-			return &mlBadRow{row: int(sel[k]), msg: fmt.Sprintf("value %v: features must be finite", v)}
+// mlGatherLabel copies vals[sel] into out as 0/1 labels.
+func mlGatherLabel(out []uint8, vals []float32, sel []int32) error {
+	for k, i := range sel {
+		switch v := vals[i]; v {
+		case 0:
+			out[k] = 0
+		case 1:
+			out[k] = 1
+		default:
+			return &mlBadRow{row: int(i), msg: fmt.Sprintf("value %v: the label must be 0 or 1", v)}
 		}
 	}
 	return nil

@@ -261,10 +261,7 @@ func (k *Train) Run(ctx context.Context, t *Task) error {
 	if c.model == "gbdt" {
 		vcut = cut + uint16(float64(mlSplitBuckets-int(cut))*c.validFraction+0.5)
 	}
-	// The columns are reserved for every row of the table up front,
-	// outside the Go heap (mlArena): pages past the training rows are never
-	// touched, so they cost no memory, and the columns are never copied to
-	// grow.
+	// The columns live outside the Go heap (mlArena).
 	d := len(mc.features)
 	var arena mlArena
 	defer arena.free()
@@ -314,7 +311,8 @@ func (k *Train) Run(ctx context.Context, t *Task) error {
 		}
 		m.Logistic = &fit.weights
 		m.Training.Iterations, m.Training.Converged, m.Training.TrainLogLoss = fit.iterations, fit.converged, fit.loss
-		logf("train: logistic: %d Newton steps, converged %v, train logloss %.5f", fit.iterations, fit.converged, fit.loss)
+		logf("train: logistic: %d steps (%d Newton steps on a %d-row sample, then %d on all rows), converged %v, train logloss %.5f",
+			fit.iterations, fit.warmSteps, fit.sampleRows, fit.iterations-fit.warmSteps, fit.converged, fit.loss)
 	case "gbdt":
 		fit, err := mlFitGBDT(ctx, cols, fitY, vcols, validY, c.gb, arena.free, logf)
 		if err != nil {

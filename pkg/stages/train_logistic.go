@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
+	"strconv"
 )
 
 // mlLogisticConfig are the params of an L2 logistic regression.
@@ -36,7 +38,7 @@ const mlLrHessianRows = 1 << 16
 // mlLrWarmTol is the step size at which the Newton iterations on the
 // Hessian sample stop when more rows remain: the sample's optimum differs
 // from the full one by more than that.
-const mlLrWarmTol = 1e-4
+const mlLrWarmTol = 1e-2
 
 // mlLrPartial is one chunk's share of the loss, gradient and Hessian.
 type mlLrPartial struct {
@@ -251,6 +253,7 @@ type mlLrFit struct {
 	weights    LogisticWeights
 	iterations int
 	warmSteps  int // of iterations, the Newton steps on the Hessian sample
+	sampleRows int // rows of the Hessian sample (all rows up to HessianRows)
 	converged  bool
 	loss       float64 // mean log loss on the training rows
 }
@@ -287,6 +290,9 @@ func mlFitLogistic(ctx context.Context, cols [][]float32, y []uint8, cfg mlLogis
 	hrows := cfg.HessianRows
 	if hrows <= 0 {
 		hrows = mlLrHessianRows
+		if v, err := strconv.Atoi(os.Getenv("TMP_HROWS")); err == nil {
+			hrows = v
+		}
 	}
 	stride := max(1, (n+hrows-1)/hrows)
 	full := mlNewLrData(cols, y)
@@ -356,6 +362,9 @@ func mlFitLogistic(ctx context.Context, cols [][]float32, y []uint8, cfg mlLogis
 				maxStep = math.Max(maxStep, math.Abs(t*step[k]))
 			}
 			beta, f, g = next, fn, gn
+			if os.Getenv("TMP_DEBUG") != "" {
+				fmt.Fprintf(os.Stderr, "step %d rows %d t %g maxStep %.3g dec %.3g f %.10g\n", fit.iterations, len(e.y), t, maxStep, dec, f)
+			}
 			if wantH {
 				h = hn
 			}
@@ -373,14 +382,18 @@ func mlFitLogistic(ctx context.Context, cols [][]float32, y []uint8, cfg mlLogis
 	l2s := cfg.L2 * float64(ns) / float64(n)
 	tol := cfg.Tol
 	if stride > 1 {
-		tol = math.Max(tol, mlLrWarmTol)
+		wt := mlLrWarmTol
+		if v, err := strconv.ParseFloat(os.Getenv("TMP_WARMTOL"), 64); err == nil {
+			wt = v
+		}
+		tol = math.Max(tol, wt)
 	}
 	f, g, h = objective(sample, beta, l2s, true)
 	converged, err := minimise(sample, l2s, tol, true, nil)
 	if err != nil {
 		return nil, err
 	}
-	fit.warmSteps = fit.iterations
+	fit.warmSteps, fit.sampleRows = fit.iterations, ns
 	if stride > 1 {
 		// scaled sample Hessian of the full objective at beta
 		scaled := func(hs []float64) []float64 {
