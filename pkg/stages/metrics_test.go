@@ -48,6 +48,9 @@ func TestMetricsHandChecked(t *testing.T) {
 	mlNear(t, "ap perfect", ap, 1, 0)
 	auc, _ = mlRankMetrics([]float64{0.1, 0.2, 0.8, 0.9}, []uint8{1, 1, 0, 0})
 	mlNear(t, "auc reversed", auc, 0, 0)
+	// Scores sort as floats: negatives below zero, −0 tied with +0.
+	auc, _ = mlRankMetrics([]float64{-2, -1e-300, math.Copysign(0, -1), 0, 1e-300, 3}, []uint8{0, 0, 1, 0, 1, 1})
+	mlNear(t, "auc signed", auc, (2.5+3+3)/9.0, 1e-15) // −0 above two negatives and tied with 0
 	// Log loss clips probabilities of exactly 0 and 1.
 	ll := mlLogLoss([]float64{1, 0}, []uint8{0, 1})
 	mlNear(t, "logloss clipped", ll, (-math.Log1p(-(1-1e-15))-math.Log(1e-15))/2, 1e-12)

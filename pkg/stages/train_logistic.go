@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"os"
-	"strconv"
 )
 
 // mlLogisticConfig are the params of an L2 logistic regression.
@@ -30,14 +28,15 @@ const mlLrChunk = 4096
 const mlLrBlock = 64
 
 // mlLrHessianRows is the most rows the Hessian is summed over by default.
-// 2^16 rows of the 3M-row churn table give a Hessian close enough to the
-// full one that each full-data step gains about two digits
-// (docs/benchmarks.md, "Third session").
+// On the 3M-row churn table a 2^16-row sample's Hessian makes each
+// full-data step shrink the next about 20-fold, so four full-data steps
+// reach tol 1e-6; 2^15 rows take eight, 2^18 rows four as well at four
+// times the sample's cost (docs/benchmarks.md, "Third session").
 const mlLrHessianRows = 1 << 16
 
 // mlLrWarmTol is the step size at which the Newton iterations on the
 // Hessian sample stop when more rows remain: the sample's optimum differs
-// from the full one by more than that.
+// from the full one by more than that (by 0.09 on the churn table).
 const mlLrWarmTol = 1e-2
 
 // mlLrPartial is one chunk's share of the loss, gradient and Hessian.
@@ -290,9 +289,6 @@ func mlFitLogistic(ctx context.Context, cols [][]float32, y []uint8, cfg mlLogis
 	hrows := cfg.HessianRows
 	if hrows <= 0 {
 		hrows = mlLrHessianRows
-		if v, err := strconv.Atoi(os.Getenv("TMP_HROWS")); err == nil {
-			hrows = v
-		}
 	}
 	stride := max(1, (n+hrows-1)/hrows)
 	full := mlNewLrData(cols, y)
@@ -362,9 +358,6 @@ func mlFitLogistic(ctx context.Context, cols [][]float32, y []uint8, cfg mlLogis
 				maxStep = math.Max(maxStep, math.Abs(t*step[k]))
 			}
 			beta, f, g = next, fn, gn
-			if os.Getenv("TMP_DEBUG") != "" {
-				fmt.Fprintf(os.Stderr, "step %d rows %d t %g maxStep %.3g dec %.3g f %.10g\n", fit.iterations, len(e.y), t, maxStep, dec, f)
-			}
 			if wantH {
 				h = hn
 			}
@@ -382,11 +375,7 @@ func mlFitLogistic(ctx context.Context, cols [][]float32, y []uint8, cfg mlLogis
 	l2s := cfg.L2 * float64(ns) / float64(n)
 	tol := cfg.Tol
 	if stride > 1 {
-		wt := mlLrWarmTol
-		if v, err := strconv.ParseFloat(os.Getenv("TMP_WARMTOL"), 64); err == nil {
-			wt = v
-		}
-		tol = math.Max(tol, wt)
+		tol = math.Max(tol, mlLrWarmTol)
 	}
 	f, g, h = objective(sample, beta, l2s, true)
 	converged, err := minimise(sample, l2s, tol, true, nil)
