@@ -22,8 +22,8 @@ type mlRows struct {
 
 // mlLoadRows reads the rows of the table at path whose split bucket
 // satisfies keep. It reads the id column first, so it knows which rows it
-// keeps and allocates the columns at their size; then each row group's
-// feature and label column chunks are read on all cores, each with
+// keeps and allocates the columns at their size; then the feature and
+// label column chunks of all row groups are read on all cores, each with
 // Parquet's typed column reader into the worker's scratch buffer, and the
 // kept rows gathered from there into their place. Nulls, NaN and
 // infinities in the kept rows, and labels other than 0/1, are errors
@@ -90,56 +90,63 @@ func mlLoadRows(ctx context.Context, path string, mc *mlModelColumns, seed uint6
 		}
 		rowBase += nrg
 	}
-	for _, b := range all {
-		if keep(b) {
-			kept++
+	// every row group's kept rows and where they go: with these known, the
+	// (row group, column) reads are independent tasks
+	type group struct {
+		rows, base, at int // rows, first row, first kept row
+		sel            []int32
+	}
+	groups := make([]group, pf.NumRowGroups())
+	var bucket []uint16
+	rowBase = 0
+	for rg := range groups {
+		nrg := int(pf.RowGroup(rg).NumRows())
+		gr := group{rows: nrg, base: rowBase, at: kept}
+		for i, b := range all[rowBase : rowBase+nrg] {
+			if keep(b) {
+				gr.sel = append(gr.sel, int32(i))
+				bucket = append(bucket, b)
+			}
 		}
+		groups[rg] = gr
+		kept += len(gr.sel)
+		rowBase += nrg
 	}
 	d := len(mc.features)
-	rs := &mlRows{cols: make([][]float32, d), y: make([]uint8, kept), bucket: make([]uint16, 0, kept), total: total}
+	rs := &mlRows{cols: make([][]float32, d), y: make([]uint8, kept), bucket: bucket, total: total}
 	for j := range rs.cols {
 		rs.cols[j] = arena.float32s(kept)[:kept]
 	}
-	var sel []int32
-	workers := mlParallelism(len(names))
+	tasks := len(groups) * len(names)
+	workers := mlParallelism(tasks)
 	scr := make([]mlColScratch, workers)
-	kept, rowBase = 0, 0
-	for rg := range pf.NumRowGroups() {
-		if err := ctx.Err(); err != nil {
-			return nil, err
+	errs := make([]error, tasks)
+	mlParallelDo(tasks, workers, func(w, task int) {
+		gr, c := groups[task/len(names)], task%len(names)
+		if len(gr.sel) == 0 || ctx.Err() != nil {
+			return
 		}
-		nrg := int(pf.RowGroup(rg).NumRows())
-		sel = sel[:0]
-		for i, b := range all[rowBase : rowBase+nrg] {
-			if keep(b) {
-				sel = append(sel, int32(i))
-				rs.bucket = append(rs.bucket, b)
-			}
+		vals, err := mlReadColumnChunk(pf.RowGroup(task/len(names)), leaf[c], types[c], gr.rows, gr.sel, &scr[w])
+		if err == nil && c < d {
+			err = mlGatherFeature(rs.cols[c][gr.at:gr.at+len(gr.sel)], vals, gr.sel)
+		} else if err == nil {
+			err = mlGatherLabel(rs.y[gr.at:gr.at+len(gr.sel)], vals, gr.sel)
 		}
-		if len(sel) > 0 {
-			errs := make([]error, len(names))
-			mlParallelDo(len(names), workers, func(w, c int) {
-				vals, err := mlReadColumnChunk(pf.RowGroup(rg), leaf[c], types[c], nrg, sel, &scr[w])
-				if err == nil && c < d {
-					err = mlGatherFeature(rs.cols[c][kept:kept+len(sel)], vals, sel)
-				} else if err == nil {
-					err = mlGatherLabel(rs.y[kept:kept+len(sel)], vals, sel)
-				}
-				errs[c] = err
-			})
-			for c, err := range errs {
-				if err == nil {
-					continue
-				}
-				what := "feature"
-				if c == d {
-					what = "label"
-				}
-				return nil, fmt.Errorf("%s: %s column %q: %w", path, what, names[c], mlRowErr(err, rowBase))
-			}
+		errs[task] = mlRowErr(err, gr.base)
+	})
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	for task, err := range errs { // the first error in row order
+		if err == nil {
+			continue
 		}
-		kept += len(sel)
-		rowBase += nrg
+		c := task % len(names)
+		what := "feature"
+		if c == d {
+			what = "label"
+		}
+		return nil, fmt.Errorf("%s: %s column %q: %w", path, what, names[c], err)
 	}
 	return rs, nil
 }
