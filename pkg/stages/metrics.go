@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"slices"
 )
 
 // Confusion counts predictions at a threshold: a row is predicted positive
@@ -105,8 +104,9 @@ func mlRankMetrics(p []float64, y []uint8) (auc, ap float64) {
 			neg = append(neg, mlOrderKey(v))
 		}
 	}
-	slices.Sort(pos)
-	slices.Sort(neg)
+	tmp := make([]uint64, max(len(pos), len(neg)))
+	mlRadixSort(pos, tmp)
+	mlRadixSort(neg, tmp)
 	P, N := float64(len(pos)), float64(len(neg))
 	var tp, fp float64 // above the current tie group
 	i, j := len(pos)-1, len(neg)-1
@@ -133,6 +133,41 @@ func mlRankMetrics(p []float64, y []uint8) (auc, ap float64) {
 		}
 	}
 	return auc / (P * N), ap
+}
+
+// mlRadixSort sorts keys ascending, a byte at a time from the lowest (LSD
+// radix sort), skipping the bytes all keys share; tmp must be as long as
+// keys. Three to five times faster than slices.Sort on 600k scores.
+func mlRadixSort(keys, tmp []uint64) {
+	if len(keys) < 2 {
+		return
+	}
+	tmp = tmp[:len(keys)]
+	src, dst := keys, tmp
+	var count [256]int
+	for shift := uint(0); shift < 64; shift += 8 {
+		clear(count[:])
+		for _, k := range src {
+			count[byte(k>>shift)]++
+		}
+		if count[byte(src[0]>>shift)] == len(src) {
+			continue // one value of this byte: the pass would not move anything
+		}
+		at := 0
+		for b, c := range count {
+			count[b] = at
+			at += c
+		}
+		for _, k := range src {
+			b := byte(k >> shift)
+			dst[count[b]] = k
+			count[b]++
+		}
+		src, dst = dst, src
+	}
+	if &src[0] != &keys[0] {
+		copy(keys, src)
+	}
 }
 
 // mlOrderKey maps a float (not NaN) to an integer of the same order; −0

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -200,5 +201,48 @@ func TestComputeMetrics(t *testing.T) {
 	}
 	if _, err := mlComputeMetrics([]float64{math.NaN(), 0.2}, []uint8{0, 1}, 0.5, 10); err == nil {
 		t.Error("NaN prediction: no error")
+	}
+}
+
+// BenchmarkComputeMetrics600k scores a churn-sized holdout (600k rows).
+func BenchmarkComputeMetrics600k(b *testing.B) {
+	r := rand.New(rand.NewPCG(3, 4))
+	n := 600_000
+	p, y := make([]float64, n), make([]uint8, n)
+	for i := range n {
+		z := r.NormFloat64()*1.3 - 1
+		p[i] = 1 / (1 + math.Exp(-z))
+		if r.Float64() < p[i] {
+			y[i] = 1
+		}
+	}
+	b.ResetTimer()
+	for range b.N {
+		if _, err := mlComputeMetrics(p, y, 0.5, 10); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func TestRadixSort(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	for _, n := range []int{0, 1, 2, 17, 1000, 5000} {
+		keys := make([]uint64, n)
+		for i := range keys {
+			switch i % 3 {
+			case 0:
+				keys[i] = r.Uint64()
+			case 1:
+				keys[i] = mlOrderKey(r.Float64())
+			default:
+				keys[i] = keys[max(0, i-1)] // ties
+			}
+		}
+		want := slices.Clone(keys)
+		slices.Sort(want)
+		mlRadixSort(keys, make([]uint64, n))
+		if !slices.Equal(keys, want) {
+			t.Fatalf("n %d: not sorted like slices.Sort", n)
+		}
 	}
 }
