@@ -2,6 +2,7 @@ package stages
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -162,6 +163,50 @@ func TestLrResidualsAndLog1p(t *testing.T) {
 		pq := e / ((1 + e) * (1 + e))
 		if math.Abs(r[i]-(p-float64(ys[i]))) > 1e-16 || math.Abs(w[i]-pq) > 1e-15*pq {
 			t.Errorf("z %g y %d: residual %g weight %g, want %g, %g", zs[i], ys[i], r[i], w[i], p-float64(ys[i]), pq)
+		}
+	}
+}
+
+// The passes of the logistic fit (dense columns four at a time, one-hot
+// columns as lists of rows, the Hessian over nonzeros) give the loss,
+// gradient and Hessian of the textbook sums.
+func TestLrEvalMatchesNaive(t *testing.T) {
+	cols, y := mlChurnLike(3*mlLrChunk + 123)
+	e := mlNewLrData(cols, y)
+	if len(e.sparse) < 31 || len(e.dense) < 13 {
+		t.Fatalf("%d sparse and %d dense columns: want the one-hot columns sparse", len(e.sparse), len(e.dense))
+	}
+	d := len(cols)
+	D := d + 1
+	b := make([]float64, D)
+	for j := range b {
+		b[j] = 0.3 * math.Sin(float64(j)+1)
+	}
+	loss, g, h := e.eval(b, true)
+	var wl float64
+	wg, wh := make([]float64, D), make([]float64, D*D)
+	x := make([]float64, D)
+	for i := range y {
+		z := b[d]
+		for j := range d {
+			x[j] = float64(cols[j][i])
+			z += b[j] * x[j]
+		}
+		x[d] = 1
+		p := mlSigmoid(z)
+		wl += mlLogLossOfMargin(z, y[i])
+		for j := range D {
+			wg[j] += (p - float64(y[i])) * x[j]
+			for k := range D {
+				wh[j*D+k] += p * (1 - p) * x[j] * x[k]
+			}
+		}
+	}
+	mlNear(t, "loss", loss, wl, 1e-9*wl)
+	for j := range D {
+		mlNear(t, fmt.Sprintf("g[%d]", j), g[j], wg[j], 1e-9*(1+math.Abs(wg[j])))
+		for k := range D {
+			mlNear(t, fmt.Sprintf("h[%d,%d]", j, k), h[j*D+k], wh[j*D+k], 1e-9*(1+math.Abs(wh[j*D+k])))
 		}
 	}
 }

@@ -51,8 +51,15 @@ type mlLrPartial struct {
 type mlLrData struct {
 	cols  [][]float32
 	y     []uint8
-	parts []mlLrPartial
-	scr   []mlLrScratch
+	dense []int // the columns the passes read whole
+	// sparse 0/1 columns (at most mlLrSparseMax ones, as one-hot columns
+	// are):
+	// ones[j] lists the rows holding 1, ascending, and chunk c's are
+	// ones[j][start[j][c]:start[j][c+1]]; nil for dense columns
+	ones, start [][]int32
+	sparse      []int
+	parts       []mlLrPartial
+	scr         []mlLrScratch
 }
 
 type mlLrScratch struct {
@@ -63,14 +70,60 @@ type mlLrScratch struct {
 func mlNewLrData(cols [][]float32, y []uint8) *mlLrData {
 	n, D := len(y), len(cols)+1
 	nChunks := (n + mlLrChunk - 1) / mlLrChunk
-	e := &mlLrData{cols: cols, y: y, parts: make([]mlLrPartial, nChunks), scr: make([]mlLrScratch, mlParallelism(nChunks))}
+	e := &mlLrData{cols: cols, y: y, ones: make([][]int32, len(cols)), start: make([][]int32, len(cols)),
+		parts: make([]mlLrPartial, nChunks), scr: make([]mlLrScratch, mlParallelism(nChunks))}
 	for i := range e.parts {
 		e.parts[i].g = make([]float64, D)
 	}
 	for i := range e.scr {
 		e.scr[i] = mlLrScratch{m: make([]float64, mlLrChunk), r: make([]float64, mlLrChunk), w: make([]float64, mlLrChunk)}
 	}
+	mlParallelDo(len(cols), mlParallelism(len(cols)), func(_, j int) {
+		e.ones[j], e.start[j] = mlSparseOnes(cols[j], nChunks)
+	})
+	for j := range cols {
+		if e.ones[j] != nil {
+			e.sparse = append(e.sparse, j)
+		} else {
+			e.dense = append(e.dense, j)
+		}
+	}
 	return e
+}
+
+// mlLrSparseMax is the largest share of ones for which a 0/1 column is
+// kept as a list of rows: on churn-like columns a pass over 1M rows takes
+// 34 ms with every column dense, 27 ms with the 0/1 columns below 0.4 as
+// lists (0.1: 28 ms).
+const mlLrSparseMax = 0.4
+
+// mlSparseOnes returns the rows where col holds 1 and where each chunk's
+// start in that list, if col holds only 0 and 1 and at most mlLrSparseMax
+// ones; otherwise nil.
+func mlSparseOnes(col []float32, nChunks int) (ones, start []int32) {
+	count := 0
+	for _, v := range col {
+		if v == 1 {
+			count++
+		} else if v != 0 {
+			return nil, nil
+		}
+	}
+	if float64(count) > mlLrSparseMax*float64(len(col)) {
+		return nil, nil
+	}
+	ones = make([]int32, 0, count)
+	start = make([]int32, nChunks+1)
+	for c := range nChunks {
+		start[c] = int32(len(ones))
+		for i, v := range col[c*mlLrChunk : min((c+1)*mlLrChunk, len(col))] {
+			if v == 1 {
+				ones = append(ones, int32(c*mlLrChunk+i))
+			}
+		}
+	}
+	start[nChunks] = int32(len(ones))
+	return ones, start
 }
 
 // eval returns the loss and gradient at b (the intercept last) and, with
@@ -86,9 +139,22 @@ func (e *mlLrData) eval(b []float64, wantH bool) (loss float64, g, h []float64) 
 		for i := range m {
 			m[i] = b[d]
 		}
-		mlAddMargin(m, e.cols, lo, b[:d])
+		mlAddMargin(m, e.cols, e.dense, lo, b)
+		for _, j := range e.sparse {
+			bj := b[j]
+			for _, i := range e.ones[j][e.start[j][c]:e.start[j][c+1]] {
+				m[int(i)-lo] += bj
+			}
+		}
 		p.loss = mlLrResiduals(m, e.y[lo:hi], r, w, wantH)
-		mlLrGradient(p.g, r, e.cols, lo)
+		mlLrGradient(p.g, r, e.cols, e.dense, lo)
+		for _, j := range e.sparse {
+			sum := 0.0
+			for _, i := range e.ones[j][e.start[j][c]:e.start[j][c+1]] {
+				sum += r[int(i)-lo]
+			}
+			p.g[j] = sum
+		}
 		if wantH {
 			if p.h == nil {
 				p.h = make([]float64, D*D)
@@ -125,24 +191,25 @@ func (e *mlLrData) eval(b []float64, wantH bool) (loss float64, g, h []float64) 
 	return loss, g, h
 }
 
-// mlAddMargin adds Σⱼ coef[j]·cols[j][lo+i] to m[i], four columns at a
-// time (a quarter of the loads and stores of m).
-func mlAddMargin(m []float64, cols [][]float32, lo int, coef []float64) {
+// mlAddMargin adds Σⱼ coef[j]·cols[j][lo+i] over the columns j of idx to
+// m[i], four columns at a time (a quarter of the loads and stores of m).
+func mlAddMargin(m []float64, cols [][]float32, idx []int, lo int, coef []float64) {
 	n := len(m)
-	j := 0
-	for ; j+4 <= len(cols); j += 4 {
-		b0, b1, b2, b3 := coef[j], coef[j+1], coef[j+2], coef[j+3]
-		c0, c1, c2, c3 := cols[j][lo:lo+n], cols[j+1][lo:lo+n], cols[j+2][lo:lo+n], cols[j+3][lo:lo+n]
+	k := 0
+	for ; k+4 <= len(idx); k += 4 {
+		j0, j1, j2, j3 := idx[k], idx[k+1], idx[k+2], idx[k+3]
+		b0, b1, b2, b3 := coef[j0], coef[j1], coef[j2], coef[j3]
+		c0, c1, c2, c3 := cols[j0][lo:lo+n], cols[j1][lo:lo+n], cols[j2][lo:lo+n], cols[j3][lo:lo+n]
 		for i := range m {
 			m[i] += b0*float64(c0[i]) + b1*float64(c1[i]) + b2*float64(c2[i]) + b3*float64(c3[i])
 		}
 	}
-	for ; j < len(cols); j++ {
-		bj := coef[j]
+	for ; k < len(idx); k++ {
+		bj := coef[idx[k]]
 		if bj == 0 {
 			continue
 		}
-		col := cols[j][lo : lo+n]
+		col := cols[idx[k]][lo : lo+n]
 		for i := range m {
 			m[i] += bj * float64(col[i])
 		}
@@ -176,19 +243,19 @@ func mlLrResiduals(m []float64, y []uint8, r, w []float64, weights bool) float64
 	return loss
 }
 
-// mlLrGradient writes g[j] = Σᵢ r[i]·cols[j][lo+i] and g[d] = Σ r, four
-// columns at a time with one accumulator each.
-func mlLrGradient(g, r []float64, cols [][]float32, lo int) {
+// mlLrGradient writes g[j] = Σᵢ r[i]·cols[j][lo+i] for the columns j of
+// idx and g[d] = Σ r, four columns at a time with one accumulator each.
+func mlLrGradient(g, r []float64, cols [][]float32, idx []int, lo int) {
 	n := len(r)
-	d := len(cols)
 	sum := 0.0
 	for _, v := range r {
 		sum += v
 	}
-	g[d] = sum
-	j := 0
-	for ; j+4 <= d; j += 4 {
-		c0, c1, c2, c3 := cols[j][lo:lo+n], cols[j+1][lo:lo+n], cols[j+2][lo:lo+n], cols[j+3][lo:lo+n]
+	g[len(cols)] = sum
+	k := 0
+	for ; k+4 <= len(idx); k += 4 {
+		j0, j1, j2, j3 := idx[k], idx[k+1], idx[k+2], idx[k+3]
+		c0, c1, c2, c3 := cols[j0][lo:lo+n], cols[j1][lo:lo+n], cols[j2][lo:lo+n], cols[j3][lo:lo+n]
 		var s0, s1, s2, s3 float64
 		for i, ri := range r {
 			s0 += ri * float64(c0[i])
@@ -196,15 +263,15 @@ func mlLrGradient(g, r []float64, cols [][]float32, lo int) {
 			s2 += ri * float64(c2[i])
 			s3 += ri * float64(c3[i])
 		}
-		g[j], g[j+1], g[j+2], g[j+3] = s0, s1, s2, s3
+		g[j0], g[j1], g[j2], g[j3] = s0, s1, s2, s3
 	}
-	for ; j < d; j++ {
-		col := cols[j][lo : lo+n]
+	for ; k < len(idx); k++ {
+		col := cols[idx[k]][lo : lo+n]
 		s := 0.0
 		for i, ri := range r {
 			s += ri * float64(col[i])
 		}
-		g[j] = s
+		g[idx[k]] = s
 	}
 }
 
