@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -265,6 +266,11 @@ func (k *Train) Run(ctx context.Context, t *Task) error {
 	d := len(mc.features)
 	var arena mlArena
 	defer arena.free()
+	// The stages before this one in the process (features, preprocess)
+	// leave their freed heap resident until the runtime's scavenger gets to
+	// it; hand it back before mapping the columns, so the two do not add up
+	// in the pipeline's peak.
+	debug.FreeOSMemory()
 	rows, err := mlLoadRows(ctx, path, mc, c.seed, func(b uint16) bool { return b >= cut }, &arena)
 	if err != nil {
 		return err
