@@ -3,6 +3,7 @@ package stages
 import (
 	"context"
 	"fmt"
+	"unsafe"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/memory"
@@ -176,74 +177,27 @@ func mlReadColumnChunk(rgr *file.RowGroupReader, leaf int, dt arrow.DataType, n 
 		s.def = mlGrow(s.def, n)
 		def = s.def
 	}
-	// read calls the typed reader until n rows are in; it returns the
-	// number of values (nulls are not stored: values are dense)
-	read := func(batch func(rows int64, pos int, def []int16) (int64, int, error)) (int, error) {
-		rows, vals := 0, 0
-		for rows < n {
-			var d []int16
-			if def != nil {
-				d = def[rows:]
-			}
-			r, v, err := batch(int64(n-rows), vals, d)
-			if err != nil {
-				return 0, err
-			}
-			if r == 0 {
-				return 0, fmt.Errorf("column chunk ends after %d of %d rows", rows, n)
-			}
-			rows += int(r)
-			vals += v
-		}
-		return vals, nil
-	}
 	var vals int
 	switch c := cr.(type) {
 	case *file.Float32ColumnChunkReader:
-		vals, err = read(func(rows int64, pos int, d []int16) (int64, int, error) {
-			return c.ReadBatch(rows, dst[pos:], d, nil)
-		})
+		vals, err = mlReadBatches(c, dst, def)
 	case *file.Float64ColumnChunkReader:
 		s.f64 = mlGrow(s.f64, n)
-		vals, err = read(func(rows int64, pos int, d []int16) (int64, int, error) {
-			return c.ReadBatch(rows, s.f64[pos:], d, nil)
-		})
+		vals, err = mlReadBatches(c, s.f64, def)
 		for i, v := range s.f64[:vals] {
 			dst[i] = float32(v)
 		}
 	case *file.Int32ColumnChunkReader:
 		s.i32 = mlGrow(s.i32, n)
-		vals, err = read(func(rows int64, pos int, d []int16) (int64, int, error) {
-			return c.ReadBatch(rows, s.i32[pos:], d, nil)
-		})
-		if dt.ID() == arrow.UINT32 {
-			for i, v := range s.i32[:vals] {
-				dst[i] = float32(uint32(v))
-			}
-		} else {
-			for i, v := range s.i32[:vals] {
-				dst[i] = float32(v)
-			}
-		}
+		vals, err = mlReadBatches(c, s.i32, def)
+		mlWiden(dst, s.i32[:vals], dt.ID() == arrow.UINT32)
 	case *file.Int64ColumnChunkReader:
 		s.i64 = mlGrow(s.i64, n)
-		vals, err = read(func(rows int64, pos int, d []int16) (int64, int, error) {
-			return c.ReadBatch(rows, s.i64[pos:], d, nil)
-		})
-		if dt.ID() == arrow.UINT64 {
-			for i, v := range s.i64[:vals] {
-				dst[i] = float32(uint64(v))
-			}
-		} else {
-			for i, v := range s.i64[:vals] {
-				dst[i] = float32(v)
-			}
-		}
+		vals, err = mlReadBatches(c, s.i64, def)
+		mlWiden(dst, s.i64[:vals], dt.ID() == arrow.UINT64)
 	case *file.BooleanColumnChunkReader:
 		s.b = mlGrow(s.b, n)
-		vals, err = read(func(rows int64, pos int, d []int16) (int64, int, error) {
-			return c.ReadBatch(rows, s.b[pos:], d, nil)
-		})
+		vals, err = mlReadBatches(c, s.b, def)
 		for i, v := range s.b[:vals] {
 			dst[i] = 0
 			if v {
@@ -271,6 +225,50 @@ func mlReadColumnChunk(rgr *file.RowGroupReader, leaf int, dt arrow.DataType, n 
 		}
 	}
 	return dst, nil
+}
+
+// mlBatchReader is a typed Parquet column chunk reader.
+type mlBatchReader[T any] interface {
+	ReadBatch(batchSize int64, values []T, defLvls, repLvls []int16) (total int64, valuesRead int, err error)
+}
+
+// mlReadBatches reads len(buf) rows into buf (and their levels into def,
+// when not nil) and returns the number of values: nulls take no value, so
+// the values are dense.
+func mlReadBatches[T any](r mlBatchReader[T], buf []T, def []int16) (int, error) {
+	n := len(buf)
+	rows, vals := 0, 0
+	for rows < n {
+		var d []int16
+		if def != nil {
+			d = def[rows:]
+		}
+		got, v, err := r.ReadBatch(int64(n-rows), buf[vals:], d, nil)
+		if err != nil {
+			return 0, err
+		}
+		if got == 0 {
+			return 0, fmt.Errorf("column chunk ends after %d of %d rows", rows, n)
+		}
+		rows += int(got)
+		vals += v
+	}
+	return vals, nil
+}
+
+// mlWiden converts Parquet INT32 or INT64 values to float32, as unsigned
+// when the Arrow type is.
+func mlWiden[T int32 | int64](dst []float32, vals []T, unsigned bool) {
+	for i, v := range vals {
+		switch {
+		case !unsigned:
+			dst[i] = float32(v)
+		case unsafe.Sizeof(v) == 4:
+			dst[i] = float32(uint32(v))
+		default:
+			dst[i] = float32(uint64(v))
+		}
+	}
 }
 
 // mlGatherFeature copies vals[sel] into out; they must be finite.

@@ -80,16 +80,7 @@ func TestLoadRowsTypesAndRowGroups(t *testing.T) {
 	defer rec.Release()
 	dir := t.TempDir()
 	small := filepath.Join(dir, "small.parquet")
-	w, err := table.CreateWith(small, schema, table.Options{RowGroupRows: 97})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Write(rec); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
+	mlWriteRecord(t, small, rec, table.Options{RowGroupRows: 97})
 	dict := filepath.Join(dir, "dict.parquet")
 	f, err := os.Create(dict)
 	if err != nil {

@@ -77,7 +77,13 @@ func mlWriteTable(t *testing.T, path string, cols ...mlCol) {
 	}
 	rec := b.NewRecordBatch()
 	defer rec.Release()
-	w, err := table.Create(path, schema)
+	mlWriteRecord(t, path, rec, table.Options{})
+}
+
+// mlWriteRecord writes rec as a Parquet table file with table.CreateWith.
+func mlWriteRecord(t *testing.T, path string, rec arrow.RecordBatch, opt table.Options) {
+	t.Helper()
+	w, err := table.CreateWith(path, rec.Schema(), opt)
 	if err != nil {
 		t.Fatal(err)
 	}
