@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"sync"
 	"syscall"
 	"unsafe"
 
@@ -148,9 +149,13 @@ func mlCheckFinite(vs ...float64) bool {
 // made (MAP_POPULATE), which costs about a quarter less CPU than faulting
 // their pages in one by one. Slices from an arena must not be used after
 // free.
-type mlArena struct{ maps [][]byte }
+type mlArena struct {
+	mu   sync.Mutex
+	maps [][]byte
+}
 
-// bytes returns n zeroed bytes, from a map when n is large.
+// bytes returns n zeroed bytes, from a map when n is large. It is safe
+// for concurrent use: populating maps on all cores is faster.
 func (a *mlArena) bytes(n int) []byte {
 	if n < 1<<20 {
 		return make([]byte, n)
@@ -159,7 +164,9 @@ func (a *mlArena) bytes(n int) []byte {
 	if err != nil {
 		return make([]byte, n) // no map: the heap will do
 	}
+	a.mu.Lock()
 	a.maps = append(a.maps, b)
+	a.mu.Unlock()
 	return b
 }
 

@@ -115,9 +115,7 @@ func mlLoadRows(ctx context.Context, path string, mc *mlModelColumns, seed uint6
 	}
 	d := len(mc.features)
 	rs := &mlRows{cols: make([][]float32, d), y: make([]uint8, kept), bucket: bucket, total: total}
-	for j := range rs.cols {
-		rs.cols[j] = arena.float32s(kept)[:kept]
-	}
+	mlParallelDo(d, mlParallelism(d), func(_, j int) { rs.cols[j] = arena.float32s(kept)[:kept] })
 	tasks := len(groups) * len(names)
 	workers := mlParallelism(tasks)
 	scr := make([]mlColScratch, workers)
