@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -199,5 +200,36 @@ func TestLrEvalMatchesNaive(t *testing.T) {
 		for k := range D {
 			mlNear(t, fmt.Sprintf("h[%d,%d]", j, k), h[j*D+k], wh[j*D+k], 1e-9*(1+math.Abs(wh[j*D+k])))
 		}
+	}
+}
+
+// A 0/1 column becomes the list of its ones with each chunk's start;
+// other values, −0 included, and more than mlLrSparseMax ones keep it dense.
+func TestSparseOnes(t *testing.T) {
+	n := 2*mlLrChunk + 5
+	nChunks := 3
+	col := make([]float32, n)
+	var want []int32
+	for _, i := range []int{3, 700, mlLrChunk, mlLrChunk + 1, 2*mlLrChunk + 4} {
+		col[i] = 1
+		want = append(want, int32(i))
+	}
+	ones, start := mlSparseOnes(col, nChunks)
+	if !slices.Equal(ones, want) || !slices.Equal(start, []int32{0, 2, 4, 5}) {
+		t.Errorf("ones %v starts %v", ones, start)
+	}
+	for _, v := range []float32{0.5, float32(math.Copysign(0, -1)), 2, float32(math.NaN()), 1e-30} {
+		c := slices.Clone(col)
+		c[n-1] = v
+		if ones, _ := mlSparseOnes(c, nChunks); ones != nil {
+			t.Errorf("a column holding %v is not 0/1, but came out sparse", v)
+		}
+	}
+	dense := make([]float32, 10)
+	for i := range 5 {
+		dense[i] = 1
+	}
+	if ones, _ := mlSparseOnes(dense, 1); ones != nil {
+		t.Errorf("half ones came out sparse")
 	}
 }

@@ -99,31 +99,40 @@ const mlLrSparseMax = 0.4
 
 // mlSparseOnes returns the rows where col holds 1 and where each chunk's
 // start in that list, if col holds only 0 and 1 and at most mlLrSparseMax
-// ones; otherwise nil.
+// ones; otherwise nil. Both passes are branch-free per value (one-hot
+// values defeat branch prediction), and the first stops at the first chunk
+// with another value, so a dense column costs one chunk.
 func mlSparseOnes(col []float32, nChunks int) (ones, start []int32) {
+	const one = 0x3F800000 // the bits of float32(1); bit 29 is set in it, clear in 0
 	count := 0
-	for _, v := range col {
-		if v == 1 {
-			count++
-		} else if v != 0 {
+	for lo := 0; lo < len(col); lo += mlLrChunk {
+		var bad uint32
+		for _, v := range col[lo:min(lo+mlLrChunk, len(col))] {
+			b := math.Float32bits(v)
+			isOne := b >> 29 & 1
+			bad |= b ^ (-isOne & one) // 0 exactly when v is +0 or 1
+			count += int(isOne)
+		}
+		if bad != 0 {
 			return nil, nil
 		}
 	}
 	if float64(count) > mlLrSparseMax*float64(len(col)) {
 		return nil, nil
 	}
-	ones = make([]int32, 0, count)
+	ones = make([]int32, count+1) // +1: every row is written, the last one past the end
 	start = make([]int32, nChunks+1)
+	k := 0
 	for c := range nChunks {
-		start[c] = int32(len(ones))
-		for i, v := range col[c*mlLrChunk : min((c+1)*mlLrChunk, len(col))] {
-			if v == 1 {
-				ones = append(ones, int32(c*mlLrChunk+i))
-			}
+		start[c] = int32(k)
+		lo := c * mlLrChunk
+		for i, v := range col[lo:min(lo+mlLrChunk, len(col))] {
+			ones[k] = int32(lo + i)
+			k += int(math.Float32bits(v) >> 29 & 1)
 		}
 	}
-	start[nChunks] = int32(len(ones))
-	return ones, start
+	start[nChunks] = int32(k)
+	return ones[:count], start
 }
 
 // eval returns the loss and gradient at b (the intercept last) and, with
