@@ -22,9 +22,10 @@ type mlRows struct {
 }
 
 // mlLoadRows reads the rows of the table at path whose split bucket
-// satisfies keep. It reads the id column first, so it knows which rows it
-// keeps and allocates the columns at their size; then the feature and
-// label column chunks of all row groups are read on all cores, each with
+// satisfies keep. It reads the id column first (its row groups on all
+// cores), so it knows which rows it keeps and allocates the columns at
+// their size; then the feature and label column chunks of all row groups
+// are read on all cores, each with
 // Parquet's typed column reader into the worker's scratch buffer, and the
 // kept rows gathered from there into their place. Nulls, NaN and
 // infinities in the kept rows, and labels other than 0/1, are errors
@@ -65,31 +66,22 @@ func mlLoadRows(ctx context.Context, path string, mc *mlModelColumns, seed uint6
 	total := int(pf.NumRows())
 	// every row's bucket, and the number of rows kept
 	all := make([]uint16, total)
-	kept, rowBase := 0, 0
-	for rg := range pf.NumRowGroups() {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		nrg := int(pf.RowGroup(rg).NumRows())
-		ids, err := fr.RowGroup(rg).Column(idField[0]).Read(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("%s: id column %q: %w", path, mc.id, err)
-		}
-		at := rowBase
-		for _, a := range ids.Chunks() {
-			if err == nil && at+a.Len() <= rowBase+nrg {
-				err = mlIdBuckets(a, mc.id, seed, at, all[at:at+a.Len()])
-			}
-			at += a.Len()
-		}
-		ids.Release()
+	nGroups := pf.NumRowGroups()
+	bases := make([]int, nGroups+1)
+	for rg := range nGroups {
+		bases[rg+1] = bases[rg] + int(pf.RowGroup(rg).NumRows())
+	}
+	idErrs := make([]error, nGroups)
+	mlParallelDo(nGroups, mlParallelism(nGroups), func(_, rg int) {
+		idErrs[rg] = mlGroupBuckets(ctx, fr, rg, idField[0], mc.id, seed, all[bases[rg]:bases[rg+1]], bases[rg])
+	})
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	for _, err := range idErrs {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
-		if at != rowBase+nrg {
-			return nil, fmt.Errorf("%s: id column %q: row group %d has %d ids for %d rows", path, mc.id, rg, at-rowBase, nrg)
-		}
-		rowBase += nrg
 	}
 	// every row group's kept rows and where they go: with these known, the
 	// (row group, column) reads are independent tasks
@@ -97,13 +89,12 @@ func mlLoadRows(ctx context.Context, path string, mc *mlModelColumns, seed uint6
 		rows, base, at int // rows, first row, first kept row
 		sel            []int32
 	}
-	groups := make([]group, pf.NumRowGroups())
+	groups := make([]group, nGroups)
 	var bucket []uint16
-	rowBase = 0
+	kept := 0
 	for rg := range groups {
-		nrg := int(pf.RowGroup(rg).NumRows())
-		gr := group{rows: nrg, base: rowBase, at: kept}
-		for i, b := range all[rowBase : rowBase+nrg] {
+		gr := group{rows: bases[rg+1] - bases[rg], base: bases[rg], at: kept}
+		for i, b := range all[bases[rg]:bases[rg+1]] {
 			if keep(b) {
 				gr.sel = append(gr.sel, int32(i))
 				bucket = append(bucket, b)
@@ -111,7 +102,6 @@ func mlLoadRows(ctx context.Context, path string, mc *mlModelColumns, seed uint6
 		}
 		groups[rg] = gr
 		kept += len(gr.sel)
-		rowBase += nrg
 	}
 	d := len(mc.features)
 	rs := &mlRows{cols: make([][]float32, d), y: make([]uint8, kept), bucket: bucket, total: total}
@@ -148,6 +138,30 @@ func mlLoadRows(ctx context.Context, path string, mc *mlModelColumns, seed uint6
 		return nil, fmt.Errorf("%s: %s column %q: %w", path, what, names[c], err)
 	}
 	return rs, nil
+}
+
+// mlGroupBuckets computes the buckets of row group rg's ids into out,
+// whose first row is row base of the table.
+func mlGroupBuckets(ctx context.Context, fr *pqarrow.FileReader, rg, field int, name string, seed uint64, out []uint16, base int) error {
+	ids, err := fr.RowGroup(rg).Column(field).Read(ctx)
+	if err != nil {
+		return fmt.Errorf("id column %q: %w", name, err)
+	}
+	defer ids.Release()
+	at := 0
+	for _, a := range ids.Chunks() {
+		if at+a.Len() > len(out) {
+			break
+		}
+		if err := mlIdBuckets(a, name, seed, base+at, out[at:at+a.Len()]); err != nil {
+			return err
+		}
+		at += a.Len()
+	}
+	if at != len(out) || ids.Len() != len(out) {
+		return fmt.Errorf("id column %q: row group %d has %d ids for %d rows", name, rg, ids.Len(), len(out))
+	}
+	return nil
 }
 
 // mlColScratch is one worker's buffers for reading column chunks.
