@@ -93,8 +93,8 @@ func mlRatio(a, b int) float64 {
 // defines it: Σ (Rₖ − Rₖ₋₁)·Pₖ over distinct thresholds). Tied scores form
 // one threshold: they count half in the AUC (the Mann–Whitney statistic)
 // and enter the precision-recall curve together. The scores of each class
-// are sorted apart, as integers that order like the floats, and walked
-// together from the top.
+// are sorted apart (on two cores), as integers that order like the
+// floats, and walked together from the top.
 func mlRankMetrics(p []float64, y []uint8) (auc, ap float64) {
 	var pos, neg []uint64
 	for i, v := range p {
@@ -104,9 +104,13 @@ func mlRankMetrics(p []float64, y []uint8) (auc, ap float64) {
 			neg = append(neg, mlOrderKey(v))
 		}
 	}
-	tmp := make([]uint64, max(len(pos), len(neg)))
-	mlRadixSort(pos, tmp)
-	mlRadixSort(neg, tmp)
+	mlParallelDo(2, mlParallelism(2), func(_, c int) {
+		keys := pos
+		if c == 1 {
+			keys = neg
+		}
+		mlRadixSort(keys, make([]uint64, len(keys)))
+	})
 	P, N := float64(len(pos)), float64(len(neg))
 	var tp, fp float64 // above the current tie group
 	i, j := len(pos)-1, len(neg)-1
