@@ -9,7 +9,6 @@ import (
 	"unsafe"
 
 	"github.com/apache/arrow-go/v18/arrow"
-	"github.com/apache/arrow-go/v18/parquet/file"
 	"github.com/orch-dev/orch/pkg/stages/table"
 )
 
@@ -31,20 +30,15 @@ func mlIsFeatureType(dt arrow.DataType) bool {
 	return false
 }
 
-// mlTableSchema returns the schema and the row count of a table file
-// without reading its rows.
-func mlTableSchema(ctx context.Context, path string) (*arrow.Schema, int, error) {
+// mlTableSchema returns the schema of a table file without reading its
+// rows.
+func mlTableSchema(ctx context.Context, path string) (*arrow.Schema, error) {
 	r, err := table.Open(ctx, path, nil)
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	defer r.Close()
-	pf, err := file.OpenParquetFile(path, false)
-	if err != nil {
-		return nil, 0, fmt.Errorf("%s: %w", path, err)
-	}
-	defer pf.Close()
-	return r.Schema(), int(pf.NumRows()), nil
+	return r.Schema(), nil
 }
 
 // mlResolveFeatures checks the model columns against a table's schema; with no

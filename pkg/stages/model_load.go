@@ -25,9 +25,9 @@ type mlRows struct {
 // satisfies keep. It reads the id column first (its row groups on all
 // cores), so it knows which rows it keeps and allocates the columns at
 // their size; then the feature and label column chunks of all row groups
-// are read on all cores, each with
-// Parquet's typed column reader into the worker's scratch buffer, and the
-// kept rows gathered from there into their place. Nulls, NaN and
+// are read on all cores, each with Parquet's typed column reader into the
+// worker's scratch buffer, and the kept rows gathered from there into
+// their place. Nulls, NaN and
 // infinities in the kept rows, and labels other than 0/1, are errors
 // naming the column and row; rows not kept are not checked.
 func mlLoadRows(ctx context.Context, path string, mc *mlModelColumns, seed uint64, keep func(uint16) bool, arena *mlArena) (*mlRows, error) {
@@ -64,7 +64,7 @@ func mlLoadRows(ctx context.Context, path string, mc *mlModelColumns, seed uint6
 		return nil, fmt.Errorf("%s: no id column %q", path, mc.id)
 	}
 	total := int(pf.NumRows())
-	// every row's bucket, and the number of rows kept
+	// every row's split bucket
 	all := make([]uint16, total)
 	nGroups := pf.NumRowGroups()
 	bases := make([]int, nGroups+1)

@@ -246,7 +246,7 @@ func (k *Train) Run(ctx context.Context, t *Task) error {
 			return fmt.Errorf("input stats: %w", err)
 		}
 	}
-	schema, _, err := mlTableSchema(ctx, path)
+	schema, err := mlTableSchema(ctx, path)
 	if err != nil {
 		return fmt.Errorf("input table: %w", err)
 	}

@@ -151,7 +151,7 @@ func (*Validate) Run(ctx context.Context, t *Task) error {
 		return fmt.Errorf("input model: %w", err)
 	}
 	path := t.Inputs["table"]
-	schema, _, err := mlTableSchema(ctx, path)
+	schema, err := mlTableSchema(ctx, path)
 	if err != nil {
 		return fmt.Errorf("input table: %w", err)
 	}
