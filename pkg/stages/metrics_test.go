@@ -4,6 +4,7 @@ import (
 	"errors"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -48,6 +49,9 @@ func TestMetricsHandChecked(t *testing.T) {
 	mlNear(t, "ap perfect", ap, 1, 0)
 	auc, _ = mlRankMetrics([]float64{0.1, 0.2, 0.8, 0.9}, []uint8{1, 1, 0, 0})
 	mlNear(t, "auc reversed", auc, 0, 0)
+	// Scores sort as floats: negatives below zero, −0 tied with +0.
+	auc, _ = mlRankMetrics([]float64{-2, -1e-300, math.Copysign(0, -1), 0, 1e-300, 3}, []uint8{0, 0, 1, 0, 1, 1})
+	mlNear(t, "auc signed", auc, (2.5+3+3)/9.0, 1e-15) // −0 above two negatives and tied with 0
 	// Log loss clips probabilities of exactly 0 and 1.
 	ll := mlLogLoss([]float64{1, 0}, []uint8{0, 1})
 	mlNear(t, "logloss clipped", ll, (-math.Log1p(-(1-1e-15))-math.Log(1e-15))/2, 1e-12)
@@ -197,5 +201,48 @@ func TestComputeMetrics(t *testing.T) {
 	}
 	if _, err := mlComputeMetrics([]float64{math.NaN(), 0.2}, []uint8{0, 1}, 0.5, 10); err == nil {
 		t.Error("NaN prediction: no error")
+	}
+}
+
+// BenchmarkComputeMetrics600k scores a churn-sized holdout (600k rows).
+func BenchmarkComputeMetrics600k(b *testing.B) {
+	r := rand.New(rand.NewPCG(3, 4))
+	n := 600_000
+	p, y := make([]float64, n), make([]uint8, n)
+	for i := range n {
+		z := r.NormFloat64()*1.3 - 1
+		p[i] = 1 / (1 + math.Exp(-z))
+		if r.Float64() < p[i] {
+			y[i] = 1
+		}
+	}
+	b.ResetTimer()
+	for range b.N {
+		if _, err := mlComputeMetrics(p, y, 0.5, 10); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func TestRadixSort(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	for _, n := range []int{0, 1, 2, 17, 1000, 5000} {
+		keys := make([]uint64, n)
+		for i := range keys {
+			switch i % 3 {
+			case 0:
+				keys[i] = r.Uint64()
+			case 1:
+				keys[i] = mlOrderKey(r.Float64())
+			default:
+				keys[i] = keys[max(0, i-1)] // ties
+			}
+		}
+		want := slices.Clone(keys)
+		slices.Sort(want)
+		mlRadixSort(keys, make([]uint64, n))
+		if !slices.Equal(keys, want) {
+			t.Fatalf("n %d: not sorted like slices.Sort", n)
+		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -28,7 +29,7 @@ type Train struct{}
 func NewTrain() *Train { return &Train{} }
 
 // Version implements Kind.
-func (*Train) Version() string { return "orch.train.v1" }
+func (*Train) Version() string { return "orch.train.v2" }
 
 // TrainParams are the params of a train stage. Pointers tell "absent"
 // (take the default) from zero.
@@ -245,7 +246,7 @@ func (k *Train) Run(ctx context.Context, t *Task) error {
 			return fmt.Errorf("input stats: %w", err)
 		}
 	}
-	schema, rowsInFile, err := mlTableSchema(ctx, path)
+	schema, err := mlTableSchema(ctx, path)
 	if err != nil {
 		return fmt.Errorf("input table: %w", err)
 	}
@@ -261,36 +262,25 @@ func (k *Train) Run(ctx context.Context, t *Task) error {
 	if c.model == "gbdt" {
 		vcut = cut + uint16(float64(mlSplitBuckets-int(cut))*c.validFraction+0.5)
 	}
-	// The fit columns are reserved for every row of the table up front,
-	// outside the Go heap (mlArena): pages past the training rows are never
-	// touched, so they cost no memory, and the columns are never copied to
-	// grow.
+	// The columns live outside the Go heap (mlArena).
 	d := len(mc.features)
 	var arena mlArena
 	defer arena.free()
-	fit := mlNewColumns(&arena, d, rowsInFile)
-	valid := mlNewColumns(&arena, d, 0)
-	total, err := mlScanTable(ctx, path, mc, c.seed, func(b uint16) bool { return b >= cut }, func(rb *mlRowBatch) error {
-		if vcut == cut {
-			fit.append(rb, nil)
-			return nil
-		}
-		var fi, vi []int32
-		for i, b := range rb.bucket[:rb.n] {
-			if b < vcut {
-				vi = append(vi, int32(i))
-			} else {
-				fi = append(fi, int32(i))
-			}
-		}
-		fit.append(rb, fi)
-		valid.append(rb, vi)
-		return nil
-	})
+	// The stages before this one in the process (features, preprocess)
+	// leave their freed heap resident until the runtime's scavenger gets to
+	// it; hand it back before mapping the columns, so the two do not add up
+	// in the pipeline's peak.
+	debug.FreeOSMemory()
+	rows, err := mlLoadRows(ctx, path, mc, c.seed, func(b uint16) bool { return b >= cut }, &arena)
 	if err != nil {
 		return err
 	}
-	cols, fitY := fit.cols, fit.y
+	total := rows.total
+	valid := &mlRows{cols: make([][]float32, d)}
+	if vcut > cut {
+		valid = rows.split(func(b uint16) bool { return b < vcut }, &arena)
+	}
+	cols, fitY := rows.cols, rows.y
 	vcols, validY := valid.cols, valid.y
 	n := len(fitY) + len(validY)
 	loaded := time.Since(start)
@@ -327,7 +317,8 @@ func (k *Train) Run(ctx context.Context, t *Task) error {
 		}
 		m.Logistic = &fit.weights
 		m.Training.Iterations, m.Training.Converged, m.Training.TrainLogLoss = fit.iterations, fit.converged, fit.loss
-		logf("train: logistic: %d Newton steps, converged %v, train logloss %.5f", fit.iterations, fit.converged, fit.loss)
+		logf("train: logistic: %d steps (%d Newton steps on a %d-row sample, then %d on all rows), converged %v, train logloss %.5f",
+			fit.iterations, fit.warmSteps, fit.sampleRows, fit.iterations-fit.warmSteps, fit.converged, fit.loss)
 	case "gbdt":
 		fit, err := mlFitGBDT(ctx, cols, fitY, vcols, validY, c.gb, arena.free, logf)
 		if err != nil {
@@ -353,40 +344,6 @@ func (k *Train) Run(ctx context.Context, t *Task) error {
 	}
 	logf("train: %s model on %d features in %s (fit %s)", c.model, d, time.Since(start).Round(time.Millisecond), (time.Since(start) - loaded).Round(time.Millisecond))
 	return nil
-}
-
-// mlColumns accumulates rows as float32 feature columns and labels.
-type mlColumns struct {
-	cols [][]float32
-	y    []uint8
-}
-
-func mlNewColumns(a *mlArena, d, capacity int) *mlColumns {
-	c := &mlColumns{cols: make([][]float32, d), y: make([]uint8, 0, capacity)}
-	for j := range c.cols {
-		c.cols[j] = a.float32s(capacity)
-	}
-	return c
-}
-
-// append adds the rows idx of rb, or all its rows when idx is nil.
-func (c *mlColumns) append(rb *mlRowBatch, idx []int32) {
-	if idx == nil {
-		for j := range c.cols {
-			c.cols[j] = append(c.cols[j], rb.cols[j][:rb.n]...)
-		}
-		c.y = append(c.y, rb.y[:rb.n]...)
-		return
-	}
-	for j := range c.cols {
-		col := rb.cols[j]
-		for _, i := range idx {
-			c.cols[j] = append(c.cols[j], col[i])
-		}
-	}
-	for _, i := range idx {
-		c.y = append(c.y, rb.y[i])
-	}
 }
 
 // mlReadStats reads the features stage's stats: JSON is embedded as is

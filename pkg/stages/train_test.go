@@ -77,7 +77,13 @@ func mlWriteTable(t *testing.T, path string, cols ...mlCol) {
 	}
 	rec := b.NewRecordBatch()
 	defer rec.Release()
-	w, err := table.Create(path, schema)
+	mlWriteRecord(t, path, rec, table.Options{})
+}
+
+// mlWriteRecord writes rec as a Parquet table file with table.CreateWith.
+func mlWriteRecord(t *testing.T, path string, rec arrow.RecordBatch, opt table.Options) {
+	t.Helper()
+	w, err := table.CreateWith(path, rec.Schema(), opt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -539,6 +545,20 @@ func BenchmarkLogistic200k(b *testing.B) {
 		if _, err := mlFitLogistic(context.Background(), cols, y, mlLogisticConfig{L2: 1, MaxIter: 100, Tol: 1e-6}); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkLogistic1M fits 1M churn-like rows: above the Hessian sample
+// (mlLrHessianRows), the path the 3M-row churn pipeline takes.
+func BenchmarkLogistic1M(b *testing.B) {
+	cols, y := mlChurnLike(1 << 20)
+	b.ResetTimer()
+	for range b.N {
+		fit, err := mlFitLogistic(context.Background(), cols, y, mlLogisticConfig{L2: 1, MaxIter: 100, Tol: 1e-6})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(float64(fit.iterations), "steps/op")
 	}
 }
 

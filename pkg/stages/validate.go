@@ -151,7 +151,7 @@ func (*Validate) Run(ctx context.Context, t *Task) error {
 		return fmt.Errorf("input model: %w", err)
 	}
 	path := t.Inputs["table"]
-	schema, _, err := mlTableSchema(ctx, path)
+	schema, err := mlTableSchema(ctx, path)
 	if err != nil {
 		return fmt.Errorf("input table: %w", err)
 	}
@@ -160,18 +160,15 @@ func (*Validate) Run(ctx context.Context, t *Task) error {
 		return fmt.Errorf("the model's columns: %w", err)
 	}
 	cut := m.Split.holdoutCut()
-	var preds []float64
-	var ys []uint8
-	total, err := mlScanTable(ctx, path, mc, m.Split.Seed, func(b uint16) bool { return b < cut }, func(rb *mlRowBatch) error {
-		k := len(preds)
-		preds = append(preds, make([]float64, rb.n)...)
-		m.predictParallel(rb.cols, rb.n, preds[k:])
-		ys = append(ys, rb.y...)
-		return nil
-	})
+	var arena mlArena
+	defer arena.free()
+	rows, err := mlLoadRows(ctx, path, mc, m.Split.Seed, func(b uint16) bool { return b < cut }, &arena)
 	if err != nil {
 		return err
 	}
+	total, ys := rows.total, rows.y
+	preds := make([]float64, len(ys))
+	m.predictParallel(rows.cols, len(ys), preds)
 	if total == 0 {
 		return fmt.Errorf("%s: the table is empty: no holdout rows to validate on", path)
 	}

@@ -1,0 +1,235 @@
+package stages
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/apache/arrow-go/v18/parquet"
+	"github.com/apache/arrow-go/v18/parquet/pqarrow"
+	"github.com/orch-dev/orch/pkg/stages/table"
+)
+
+// mlLoadRows reads every numeric type a feature may have, across row
+// groups, from orch's writer (small row groups) and from pqarrow's default
+// writer (dictionary-encoded pages): the kept rows' values, labels and
+// buckets are those of the table, in order, and nulls in rows it does not
+// keep are no error.
+func TestLoadRowsTypesAndRowGroups(t *testing.T) {
+	const n = 1000
+	fields := []arrow.Field{
+		{Name: "id", Type: arrow.BinaryTypes.String},
+		{Name: "f32", Type: arrow.PrimitiveTypes.Float32, Nullable: true},
+		{Name: "f64", Type: arrow.PrimitiveTypes.Float64},
+		{Name: "i8", Type: arrow.PrimitiveTypes.Int8},
+		{Name: "i16", Type: arrow.PrimitiveTypes.Int16},
+		{Name: "i64", Type: arrow.PrimitiveTypes.Int64},
+		{Name: "u8", Type: arrow.PrimitiveTypes.Uint8},
+		{Name: "u32", Type: arrow.PrimitiveTypes.Uint32},
+		{Name: "u64", Type: arrow.PrimitiveTypes.Uint64},
+		{Name: "b", Type: arrow.FixedWidthTypes.Boolean},
+		{Name: "y", Type: arrow.FixedWidthTypes.Boolean},
+	}
+	schema := arrow.NewSchema(fields, nil)
+	rb := array.NewRecordBuilder(memory.DefaultAllocator, schema)
+	defer rb.Release()
+	ids := make([]string, n)
+	for i := range n {
+		ids[i] = "c" + strings.Repeat("x", i%3) + string(rune('a'+i%26)) + string(rune('0'+i%10)) + string(rune('A'+i/26%26))
+	}
+	idArr := array.NewStringBuilder(memory.DefaultAllocator)
+	idArr.AppendValues(ids, nil)
+	buckets := mlBucketsOf(t, idArr.NewArray(), 3)
+	idArr.Release()
+	cut := (Split{Holdout: 0.3}).holdoutCut()
+	keep := func(b uint16) bool { return b >= cut }
+	want := make([][]float32, 9)
+	var wantY []uint8
+	var wantB []uint16
+	for i := range n {
+		rb.Field(0).(*array.StringBuilder).Append(ids[i])
+		vals := []float64{float64(i) / 8, float64(i) * 1.5, float64(i%256 - 128), float64(i*30 - 15000), float64(int64(i) << 40), float64(i % 256), float64(uint32(4_000_000_000) + uint32(i)), float64(uint64(1)<<63 + uint64(i)<<20), float64(i % 2)}
+		if keep(buckets[i]) {
+			for j, v := range vals {
+				want[j] = append(want[j], float32(v))
+			}
+			wantY = append(wantY, uint8(i%3%2))
+			wantB = append(wantB, buckets[i])
+			rb.Field(1).(*array.Float32Builder).Append(float32(vals[0]))
+		} else {
+			rb.Field(1).(*array.Float32Builder).AppendNull() // not read: no error
+		}
+		rb.Field(2).(*array.Float64Builder).Append(vals[1])
+		rb.Field(3).(*array.Int8Builder).Append(int8(vals[2]))
+		rb.Field(4).(*array.Int16Builder).Append(int16(vals[3]))
+		rb.Field(5).(*array.Int64Builder).Append(int64(i) << 40)
+		rb.Field(6).(*array.Uint8Builder).Append(uint8(i % 256))
+		rb.Field(7).(*array.Uint32Builder).Append(uint32(4_000_000_000) + uint32(i))
+		rb.Field(8).(*array.Uint64Builder).Append(uint64(1)<<63 + uint64(i)<<20)
+		rb.Field(9).(*array.BooleanBuilder).Append(i%2 == 1)
+		rb.Field(10).(*array.BooleanBuilder).Append(i%3%2 == 1)
+	}
+	rec := rb.NewRecordBatch()
+	defer rec.Release()
+	dir := t.TempDir()
+	small := filepath.Join(dir, "small.parquet")
+	mlWriteRecord(t, small, rec, table.Options{RowGroupRows: 97})
+	dict := filepath.Join(dir, "dict.parquet")
+	f, err := os.Create(dict)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tbl := array.NewTableFromRecords(schema, []arrow.RecordBatch{rec})
+	defer tbl.Release()
+	if err := pqarrow.WriteTable(tbl, f, 300, parquet.NewWriterProperties(parquet.WithDictionaryDefault(true)), pqarrow.DefaultWriterProps()); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	names := []string{"f32", "f64", "i8", "i16", "i64", "u8", "u32", "u64", "b"}
+	for _, path := range []string{small, dict} {
+		var arena mlArena
+		rows, err := mlLoadRows(context.Background(), path, &mlModelColumns{features: names, label: "y", id: "id"}, 3, keep, &arena)
+		if err != nil {
+			t.Fatalf("%s: %v", filepath.Base(path), err)
+		}
+		if rows.total != n || len(rows.y) != len(wantY) || string(rows.y) != string(wantY) {
+			t.Errorf("%s: total %d, %d labels: want %d, %d", filepath.Base(path), rows.total, len(rows.y), n, len(wantY))
+		}
+		for k, b := range wantB {
+			if rows.bucket[k] != b {
+				t.Fatalf("%s: bucket %d = %d, want %d", filepath.Base(path), k, rows.bucket[k], b)
+			}
+		}
+		for j, name := range names {
+			for k, v := range want[j] {
+				if got := rows.cols[j][k]; got != v {
+					t.Fatalf("%s: %s[%d] = %v, want %v", filepath.Base(path), name, k, got, v)
+				}
+			}
+		}
+		arena.free()
+	}
+}
+
+// The fused loss and residuals agree with the textbook formulas, and
+// mlLog1pUnit with math.Log1p to 3.5e-16 (an ulp below 1/256).
+func TestLrResidualsAndLog1p(t *testing.T) {
+	for i := 0; i <= 200000; i++ {
+		e := float64(i) / 200000
+		if i%2 == 1 {
+			e = math.Exp(-float64(i) / 300)
+		}
+		want := math.Log1p(e)
+		tol := 3.5e-16 // absolute; relative below 1/256
+		if e < 1.0/256 {
+			tol = 2.3e-16 * want
+		}
+		if got := mlLog1pUnit(e, 1+e, 1/(1+e)); math.Abs(got-want) > tol {
+			t.Fatalf("mlLog1pUnit(%g) = %g, want %g", e, got, want)
+		}
+	}
+	var zs []float64
+	var ys []uint8
+	for _, z := range []float64{-800, -40, -20.5, -3, -1e-9, 0, 1e-9, 0.7, 5, 36, 800} {
+		zs = append(zs, z, z)
+		ys = append(ys, 0, 1)
+	}
+	r, w := make([]float64, len(zs)), make([]float64, len(zs))
+	for i := range zs {
+		one := mlLrResiduals(zs[i:i+1], ys[i:i+1], r[i:i+1], w[i:i+1], true)
+		p := mlSigmoid(zs[i])
+		if ll := mlLogLossOfMargin(zs[i], ys[i]); math.Abs(one-ll) > 1e-15*math.Max(1, ll) {
+			t.Errorf("z %g y %d: loss %g, want %g", zs[i], ys[i], one, ll)
+		}
+		// σ(z)(1−σ(z)) = e/(1+e)² with e = exp(−|z|) (p·(1−p) loses
+		// digits to the subtraction)
+		e := math.Exp(-math.Abs(zs[i]))
+		pq := e / ((1 + e) * (1 + e))
+		if math.Abs(r[i]-(p-float64(ys[i]))) > 1e-16 || math.Abs(w[i]-pq) > 1e-15*pq {
+			t.Errorf("z %g y %d: residual %g weight %g, want %g, %g", zs[i], ys[i], r[i], w[i], p-float64(ys[i]), pq)
+		}
+	}
+}
+
+// The passes of the logistic fit (dense columns four at a time, one-hot
+// columns as lists of rows, the Hessian over nonzeros) give the loss,
+// gradient and Hessian of the textbook sums.
+func TestLrEvalMatchesNaive(t *testing.T) {
+	cols, y := mlChurnLike(3*mlLrChunk + 123)
+	e := mlNewLrData(cols, y)
+	if len(e.sparse) < 31 || len(e.dense) < 13 {
+		t.Fatalf("%d sparse and %d dense columns: want the one-hot columns sparse", len(e.sparse), len(e.dense))
+	}
+	d := len(cols)
+	D := d + 1
+	b := make([]float64, D)
+	for j := range b {
+		b[j] = 0.3 * math.Sin(float64(j)+1)
+	}
+	loss, g, h := e.eval(b, true)
+	var wl float64
+	wg, wh := make([]float64, D), make([]float64, D*D)
+	x := make([]float64, D)
+	for i := range y {
+		z := b[d]
+		for j := range d {
+			x[j] = float64(cols[j][i])
+			z += b[j] * x[j]
+		}
+		x[d] = 1
+		p := mlSigmoid(z)
+		wl += mlLogLossOfMargin(z, y[i])
+		for j := range D {
+			wg[j] += (p - float64(y[i])) * x[j]
+			for k := range D {
+				wh[j*D+k] += p * (1 - p) * x[j] * x[k]
+			}
+		}
+	}
+	mlNear(t, "loss", loss, wl, 1e-9*wl)
+	for j := range D {
+		mlNear(t, fmt.Sprintf("g[%d]", j), g[j], wg[j], 1e-9*(1+math.Abs(wg[j])))
+		for k := range D {
+			mlNear(t, fmt.Sprintf("h[%d,%d]", j, k), h[j*D+k], wh[j*D+k], 1e-9*(1+math.Abs(wh[j*D+k])))
+		}
+	}
+}
+
+// A 0/1 column becomes the list of its ones with each chunk's start;
+// other values, −0 included, and more than mlLrSparseMax ones keep it dense.
+func TestSparseOnes(t *testing.T) {
+	n := 2*mlLrChunk + 5
+	nChunks := 3
+	col := make([]float32, n)
+	var want []int32
+	for _, i := range []int{3, 700, mlLrChunk, mlLrChunk + 1, 2*mlLrChunk + 4} {
+		col[i] = 1
+		want = append(want, int32(i))
+	}
+	ones, start := mlSparseOnes(col, nChunks)
+	if !slices.Equal(ones, want) || !slices.Equal(start, []int32{0, 2, 4, 5}) {
+		t.Errorf("ones %v starts %v", ones, start)
+	}
+	for _, v := range []float32{0.5, float32(math.Copysign(0, -1)), 2, float32(math.NaN()), 1e-30} {
+		c := slices.Clone(col)
+		c[n-1] = v
+		if ones, _ := mlSparseOnes(c, nChunks); ones != nil {
+			t.Errorf("a column holding %v is not 0/1, but came out sparse", v)
+		}
+	}
+	dense := make([]float32, 10)
+	for i := range 5 {
+		dense[i] = 1
+	}
+	if ones, _ := mlSparseOnes(dense, 1); ones != nil {
+		t.Errorf("half ones came out sparse")
+	}
+}
