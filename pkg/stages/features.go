@@ -34,7 +34,7 @@ type Features struct{}
 func NewFeatures() *Features { return &Features{} }
 
 // Version implements Kind.
-func (*Features) Version() string { return "orch.features.v1" }
+func (*Features) Version() string { return "orch.features.v2" }
 
 // FeaturesParams are the params of a features stage.
 type FeaturesParams struct {
@@ -1018,7 +1018,7 @@ func (p *featPlan) schema(in *arrow.Schema, path string) (*arrow.Schema, error) 
 		o := p.ops[sl.op]
 		if o.kind == "onehot" {
 			for _, name := range o.outs {
-				if err := add(arrow.Field{Name: name, Type: arrow.PrimitiveTypes.Float32}, o.label); err != nil {
+				if err := add(arrow.Field{Name: name, Type: arrow.FixedWidthTypes.Boolean}, o.label); err != nil {
 					return nil, err
 				}
 			}

@@ -2,6 +2,8 @@ package stages
 
 import (
 	"fmt"
+	"github.com/apache/arrow-go/v18/arrow/bitutil"
+	"github.com/apache/arrow-go/v18/arrow/memory"
 	"math"
 	"slices"
 	"sort"
@@ -201,9 +203,12 @@ func (o *featOp) onehot(b *featBatch) ([]arrow.Array, error) {
 	a := b.array(o.src)
 	ids := o.keys.encode(a, nil, false)
 	n := b.n
-	cols := make([][]float32, len(o.outs))
+	// Booleans: Parquet bit-packs them, where 0/1 float32 columns were a
+	// fifth of the three stages' CPU in LZ4 compression and four bytes a
+	// value in train's memory.
+	cols := make([][]byte, len(o.outs))
 	for j := range cols {
-		cols[j] = make([]float32, n)
+		cols[j] = make([]byte, bitutil.BytesForBits(int64(n)))
 	}
 	other := -1
 	if o.other {
@@ -215,14 +220,14 @@ func (o *featOp) onehot(b *featBatch) ([]arrow.Array, error) {
 	}
 	for i, id := range ids {
 		if id >= 0 && int(id) < len(o.catCol) && o.catCol[id] >= 0 {
-			cols[o.catCol[id]][i] = 1
+			bitutil.SetBit(cols[o.catCol[id]], i)
 		} else if other >= 0 && opsValid(bm, off, i) {
-			cols[other][i] = 1
+			bitutil.SetBit(cols[other], i)
 		}
 	}
 	out := make([]arrow.Array, len(cols))
 	for j, c := range cols {
-		out[j] = opsPrimitiveArray(arrow.PrimitiveTypes.Float32, c, nil)
+		out[j] = array.NewBoolean(n, memory.NewBufferBytes(c), nil, 0)
 	}
 	return out, nil
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -207,8 +208,16 @@ func TestParityWithPandas(t *testing.T) {
 			t.Errorf("features: no column %s", name)
 			continue
 		}
-		if name != "customer_id" && name != "churned" && feat.types[name].ID() != arrow.FLOAT32 {
-			t.Errorf("features %s: type %v, want float32", name, feat.types[name])
+		// One-hot columns are booleans (pandas' get_dummies gives 0/1
+		// too); every other feature is float32.
+		wantT := arrow.FLOAT32
+		for _, prefix := range []string{"plan_", "region_region_", "contract_", "payment_method_"} {
+			if strings.HasPrefix(name, prefix) {
+				wantT = arrow.BOOL
+			}
+		}
+		if name != "customer_id" && name != "churned" && feat.types[name].ID() != wantT {
+			t.Errorf("features %s: type %v, want %v", name, feat.types[name], wantT)
 		}
 		for i, w := range want[name] {
 			wf, err := strconv.ParseFloat(w, 64)
