@@ -469,11 +469,18 @@ func overwrite(out *os.File, src string, size, old int64) error {
 		return err
 	}
 	defer in.Close()
-	if size < 0 || noCopyRange.Load() {
+	// The plain way: empty out, then clone or copy from in's start.
+	fromScratch := func() error {
+		if _, err := in.Seek(0, io.SeekStart); err != nil {
+			return err
+		}
 		if err := out.Truncate(0); err != nil {
 			return err
 		}
 		return cloneInto(out, in, size)
+	}
+	if size < 0 || noCopyRange.Load() {
+		return fromScratch()
 	}
 	var off int64
 	for off < size {
@@ -482,14 +489,10 @@ func overwrite(out *os.File, src string, size, old int64) error {
 			continue
 		}
 		if err != nil || n == 0 {
-			noCopyRange.Store(err != nil)
-			if _, err := in.Seek(0, io.SeekStart); err != nil {
-				return err
+			if err != nil {
+				noCopyRange.Store(true)
 			}
-			if err := out.Truncate(0); err != nil {
-				return err
-			}
-			return cloneInto(out, in, size)
+			return fromScratch()
 		}
 	}
 	if old > size {

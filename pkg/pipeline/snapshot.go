@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/gob"
+	"encoding/hex"
 	"errors"
 	"io/fs"
 	"os"
@@ -49,6 +50,10 @@ const (
 
 func statOutcome(path string) uint8 {
 	_, err := os.Stat(path)
+	return outcome(err)
+}
+
+func outcome(err error) uint8 {
 	switch {
 	case err == nil:
 		return statOK
@@ -62,14 +67,7 @@ func statOutcome(path string) uint8 {
 // outcome for the snapshot.
 func (l *loader) stat(path string) error {
 	_, err := os.Stat(path)
-	f := statFact{Path: path, Err: statOK}
-	if err != nil {
-		f.Err = statOther
-		if errors.Is(err, fs.ErrNotExist) {
-			f.Err = statMissing
-		}
-	}
-	l.facts = append(l.facts, f)
+	l.facts = append(l.facts, statFact{Path: path, Err: outcome(err)})
 	return err
 }
 
@@ -168,16 +166,7 @@ func snapshotKey(file string, data []byte, opts Options, root string) [32]byte {
 // replaced when the file or the options change.
 func snapshotPath(dir, file string) string {
 	sum := blake3.Sum256([]byte(file))
-	return filepath.Join(dir, hexString(sum[:8])+".snap")
-}
-
-func hexString(b []byte) string {
-	const digits = "0123456789abcdef"
-	out := make([]byte, 2*len(b))
-	for i, c := range b {
-		out[2*i], out[2*i+1] = digits[c>>4], digits[c&15]
-	}
-	return string(out)
+	return filepath.Join(dir, hex.EncodeToString(sum[:8])+".snap")
 }
 
 // The file is: 32 bytes of key, 32 bytes of blake3 over the payload, the

@@ -151,9 +151,14 @@ func (l *Local) AdoptFile(d digest.Digest, path string) error {
 // link (AdoptFile checks both itself). If the blob exists already, path is
 // removed and placed is false.
 func (l *Local) PlaceFile(d digest.Digest, path string) (placed bool, err error) {
-	err = l.renameNew(path, l.BlobPath(d))
+	return l.move(path, l.BlobPath(d))
+}
+
+// move renames tmp to final unless final exists; then it removes tmp.
+func (l *Local) move(tmp, final string) (placed bool, err error) {
+	err = l.renameNew(tmp, final)
 	if errors.Is(err, fs.ErrExist) {
-		return false, os.Remove(path)
+		return false, os.Remove(tmp)
 	}
 	return err == nil, err
 }
@@ -193,10 +198,7 @@ func (l *Local) place(tmp, final string) error {
 	if err := os.Chmod(tmp, 0o444); err != nil {
 		return err
 	}
-	err := l.renameNew(tmp, final)
-	if errors.Is(err, fs.ErrExist) {
-		return os.Remove(tmp)
-	}
+	_, err := l.move(tmp, final)
 	return err
 }
 
