@@ -20,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -129,7 +130,12 @@ func Open(path string) *DB { return &DB{path: path} }
 
 func (db *DB) with(write bool, fn func(tx *bolt.Tx) error) error {
 	if !write {
-		if _, err := os.Stat(db.path); errors.Is(err, os.ErrNotExist) {
+		// No file, or one a writer has created but not yet initialized:
+		// nothing is committed, so the view is empty. (bbolt opening a
+		// zero-length file read-only tries to initialize it and fails
+		// with EBADF: a reader racing the first writer saw "write
+		// history.db: bad file descriptor".)
+		if fi, err := os.Stat(db.path); errors.Is(err, os.ErrNotExist) || (err == nil && fi.Size() == 0) {
 			return fn(nil)
 		}
 	}
@@ -137,6 +143,9 @@ func (db *DB) with(write bool, fn func(tx *bolt.Tx) error) error {
 		return err
 	}
 	b, err := bolt.Open(db.path, 0o644, &bolt.Options{Timeout: 30 * time.Second, ReadOnly: !write})
+	if !write && errors.Is(err, syscall.EBADF) {
+		return fn(nil) // the file was still empty when bbolt looked (above)
+	}
 	if err != nil {
 		return fmt.Errorf("run history %s: %w", db.path, err)
 	}
