@@ -23,6 +23,7 @@ type runFlags struct {
 	params    []string
 	keepGoing bool
 	executor  string
+	sync      bool
 }
 
 func newRunCmd(g *globals) *cobra.Command {
@@ -55,7 +56,7 @@ those stages and everything upstream of them.` + "\n" + exitCodesHelp,
 			pr := newProgress(c.OutOrStdout(), len(p.Stages))
 			started := time.Now()
 			res, err := e.Run(c.Context(), p, engine.RunOptions{
-				Selection: sel, Jobs: f.jobs, KeepGoing: f.keepGoing, Events: pr.event, Trigger: "cli",
+				Selection: sel, Jobs: f.jobs, KeepGoing: f.keepGoing, Events: pr.event, Trigger: "cli", Sync: f.sync,
 			})
 			pr.stop()
 			if err != nil && res == nil {
@@ -82,6 +83,7 @@ those stages and everything upstream of them.` + "\n" + exitCodesHelp,
 	fl.BoolVar(&f.forceAll, "force-all", false, "run every selected stage even if cached")
 	fl.StringArrayVarP(&f.params, "param", "p", nil, "override a pipeline param: name=value (repeatable)")
 	fl.BoolVarP(&f.keepGoing, "keep-going", "k", false, "after a failure, keep running stages that do not depend on it")
+	fl.BoolVar(&f.sync, "sync", false, "flush the cache to stable storage before exiting (one syncfs), so a power cut cannot lose this run's cache entries")
 	fl.StringVar(&f.executor, "executor", "", "run every stage's MISS here: local or slurm (default: each stage's executor:)")
 	return c
 }

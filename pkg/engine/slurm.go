@@ -107,9 +107,9 @@ func (x *slurmExec) execute(ctx context.Context, r *runner, st *pipeline.Stage, 
 	if r.stopping.Load() {
 		return dag.ErrNotStarted
 	}
-	// As for a local stage, the run ends with one syncfs of the cache: this
-	// process writes to it too (a failed job's output adopted as the log,
-	// a record read from a remote).
+	// Counted as for a local stage: with --sync the run ends with one
+	// syncfs of the cache, which this process writes to too (a failed
+	// job's output adopted as the log, a record read from a remote).
 	r.executed.Add(1)
 	r.emit(Event{Type: EvStart, Stage: st.Name, Key: key, Reason: sr.Reason})
 	started := r.e.Now()
