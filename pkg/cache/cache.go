@@ -254,13 +254,20 @@ func (c *Cache) RestoreCopy(ctx context.Context, out Output, dst string) error {
 // skip every inode deleted in the last half minute (recently_deleted in
 // ext4's inode allocator): reusing inodes avoids that cost. A file with
 // other hard links, or anything not a regular file, is not reused. A
-// directory output, or reuse == "", is RestoreCopy.
+// directory output, or reuse == "", is RestoreCopy, after removing
+// whatever an earlier use left at dst.
 func (c *Cache) CopyOver(ctx context.Context, out Output, dst, reuse string) error {
 	if out.Dir || reuse == "" {
 		if reuse != "" {
 			_ = removeAll(reuse)
 		}
-		return c.RestoreCopy(ctx, out, dst)
+		err := c.RestoreCopy(ctx, out, dst)
+		if errors.Is(err, fs.ErrExist) {
+			// Left there by a command of an earlier use, not a spare.
+			_ = removeAll(dst)
+			err = c.RestoreCopy(ctx, out, dst)
+		}
+		return err
 	}
 	p, size, err := c.ensureSize(ctx, out.Digest)
 	if err != nil {

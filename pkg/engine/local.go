@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -102,8 +103,9 @@ func (r *runner) execute(ctx context.Context, st *pipeline.Stage, sr *history.St
 				return r.interrupted(sr, ctx)
 			}
 		}
-		outDir = filepath.Join(dir, fmt.Sprintf("out%d", attempt+1))
-		runErr = r.attempt(ctx, st, inputs, outDir, filepath.Join(dir, fmt.Sprintf("scratch%d", attempt+1)), logf)
+		n := strconv.Itoa(attempt + 1)
+		outDir = filepath.Join(dir, "out"+n)
+		runErr = r.attempt(ctx, st, inputs, outDir, filepath.Join(dir, "scratch"+n), logf)
 		if runErr == nil {
 			break
 		}
@@ -221,7 +223,7 @@ func (r *runner) interrupted(sr *history.StageRun, ctx context.Context) error {
 // recomputed by re-running that upstream stage; recomputed reports it.
 func (r *runner) materialize(ctx context.Context, st *pipeline.Stage, ad *attemptDir) (paths map[string]string, recomputed bool, err error) {
 	paths = map[string]string{}
-	ad.wanted = ad.wanted[:0]
+	ad.wanted, ad.inFiles, ad.inDirs = ad.wanted[:0], ad.inFiles[:0], ad.inDirs[:0]
 	for _, in := range st.Inputs {
 		if in.IsRef() {
 			ad.wanted = append(ad.wanted, in.Name)
@@ -250,6 +252,12 @@ func (r *runner) materialize(ctx context.Context, st *pipeline.Stage, ad *attemp
 			recomputed = true
 		}
 		paths[in.Name] = dst
+		outs, _ := r.upstream(in.Stage)
+		if outs[in.Output].Dir {
+			ad.inDirs = append(ad.inDirs, in.Name)
+		} else {
+			ad.inFiles = append(ad.inFiles, in.Name)
+		}
 	}
 	// Files the stage before left that this one does not use go.
 	for _, f := range ad.spare {
@@ -310,6 +318,9 @@ type attemptDir struct {
 	// wanted are the input names of the stage being set up: a spare file
 	// of one of these names is kept for it.
 	wanted []string
+	// inFiles and inDirs are what materialize put into in/ for the stage
+	// using the directory: its file inputs and directory inputs.
+	inFiles, inDirs []string
 }
 
 // reuse returns a file of in/ for the input at dst to be written into: dst
@@ -349,27 +360,24 @@ func (r *runner) takeDir() (*attemptDir, error) {
 
 // putDir empties ad for the next stage, after a stage that made attempts
 // attempts: the entries of its outN/ and scratchN/ directories go, the
-// directories stay; the regular files of in/ stay as spares for the next
-// stage's inputs, anything else in in/ goes; an empty log stays (keepLog).
-// Nothing else is there unless a command wrote beside its own directories;
-// that is left for the end of the run. A directory that cannot be emptied
-// is not reused (the run removes it).
+// directories stay; the input files materialize put into in/ stay as spares
+// for the next stage's inputs, its input directories go; an empty log stays
+// (keepLog). in/ is not listed: a command that removed or replaced an input
+// file there costs the next stage a fresh copy (CopyOver), and anything a
+// command added there, or beside its own directories, is left for the end
+// of the run. A directory that cannot be emptied is not reused (the run
+// removes it).
 func (r *runner) putDir(ad *attemptDir, attempts int, keepLog bool) {
-	ents, err := os.ReadDir(filepath.Join(ad.path, "in"))
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return
-	}
-	ad.spare = ad.spare[:0]
-	for _, e := range ents {
-		if e.Type().IsRegular() {
-			ad.spare = append(ad.spare, e.Name())
-		} else if cache.RemoveAll(filepath.Join(ad.path, "in", e.Name())) != nil {
+	for _, d := range ad.inDirs {
+		if cache.RemoveAll(filepath.Join(ad.path, "in", d)) != nil {
 			return
 		}
 	}
+	ad.spare = append(ad.spare[:0], ad.inFiles...)
 	for i := 1; i <= attempts; i++ {
-		for _, sub := range []string{"out", "scratch"} {
-			if err := emptyDir(filepath.Join(ad.path, fmt.Sprint(sub, i))); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		n := strconv.Itoa(i)
+		for _, sub := range [...]string{"out", "scratch"} {
+			if err := emptyDir(filepath.Join(ad.path, sub+n)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return
 			}
 		}
@@ -386,12 +394,12 @@ func (r *runner) putDir(ad *attemptDir, attempts int, keepLog bool) {
 
 // emptyDir removes what dir holds, keeping dir.
 func emptyDir(dir string) error {
-	ents, err := os.ReadDir(dir)
+	names, err := fsx.Names(dir)
 	if err != nil {
 		return err
 	}
-	for _, e := range ents {
-		if err := cache.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+	for _, n := range names {
+		if err := cache.RemoveAll(filepath.Join(dir, n)); err != nil {
 			return err
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 )
 
@@ -69,5 +70,44 @@ func TestOpenAndCreateTemp(t *testing.T) {
 	}
 	if _, err := Open(filepath.Join(dir, "missing"), os.O_RDONLY, 0); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("missing file: %v", err)
+	}
+}
+
+func TestNames(t *testing.T) {
+	dir := t.TempDir()
+	got, err := Names(dir)
+	if err != nil || len(got) != 0 {
+		t.Fatalf("Names(empty dir) = %q, %v; want none", got, err)
+	}
+	// Enough long names that getdents needs several calls with an 8 KiB buffer.
+	want := []string{"sub", ".hidden", "a b"}
+	for i := range 400 {
+		want = append(want, fmt.Sprintf("file-with-a-rather-long-name-%04d", i))
+	}
+	for _, n := range want {
+		var err error
+		if n == "sub" {
+			err = os.Mkdir(filepath.Join(dir, n), 0o755)
+		} else {
+			err = os.WriteFile(filepath.Join(dir, n), nil, 0o644)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err = Names(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("Names: %d names, want %d (first %q)", len(got), len(want), got[:min(3, len(got))])
+	}
+	if _, err := Names(filepath.Join(dir, "a b")); err == nil {
+		t.Errorf("Names of a regular file succeeded")
+	}
+	if _, err := Names(filepath.Join(dir, "missing")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("Names of a missing directory: %v, want fs.ErrNotExist", err)
 	}
 }

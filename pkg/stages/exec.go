@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -148,11 +147,28 @@ func Expand(cmd string, t *Task) (string, error) {
 	return out.String(), err
 }
 
-var safeShell = regexp.MustCompile(`^[A-Za-z0-9_./=:,+@%-]+$`)
+// shellSafe reports whether s is non-empty and holds only characters sh
+// takes literally: [A-Za-z0-9_./=:,+@%-]. (A loop, not a regexp: every
+// {{...}} of every command passes here.)
+func shellSafe(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case strings.IndexByte("_./=:,+@%-", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
 
 // ShellQuote quotes s for sh when it holds anything but safe characters.
 func ShellQuote(s string) string {
-	if safeShell.MatchString(s) {
+	if shellSafe(s) {
 		return s
 	}
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -75,6 +76,22 @@ func TestShellQuote(t *testing.T) {
 		if q := ShellQuote(v); q != v {
 			t.Errorf("ShellQuote(%q) = %s, want it unquoted", v, q)
 		}
+	}
+}
+
+// shellSafe is the byte loop that replaced this regexp; every byte value
+// must be classified the same, alone and inside longer strings.
+func TestShellSafeMatchesRegexp(t *testing.T) {
+	re := regexp.MustCompile(`^[A-Za-z0-9_./=:,+@%-]+$`)
+	check := func(s string) {
+		if got, want := shellSafe(s), re.MatchString(s); got != want {
+			t.Errorf("shellSafe(%q) = %v, the regexp says %v", s, got, want)
+		}
+	}
+	check("")
+	for c := 0; c < 256; c++ {
+		check(string([]byte{byte(c)}))
+		check("a/b" + string([]byte{byte(c)}) + "c.d")
 	}
 }
 
