@@ -25,6 +25,7 @@ import (
 	"github.com/orch-dev/orch/pkg/history"
 	"github.com/orch-dev/orch/pkg/pipeline"
 	"github.com/orch-dev/orch/pkg/stages"
+	"github.com/orch-dev/orch/pkg/stages/table"
 	"github.com/orch-dev/orch/pkg/store"
 )
 
@@ -90,6 +91,8 @@ func (r *runner) execute(ctx context.Context, st *pipeline.Stage, sr *history.St
 	sr.Started = started
 	var outDir string
 	var runErr error
+	var th *table.Handoff // the attempt's tables in memory (handoff.go)
+	defer func() { th.Release() }()
 	for attempt := 0; attempt <= st.Retries; attempt++ {
 		sr.Attempts = attempt + 1
 		if attempt > 0 {
@@ -103,7 +106,9 @@ func (r *runner) execute(ctx context.Context, st *pipeline.Stage, sr *history.St
 			}
 		}
 		outDir = filepath.Join(dir, fmt.Sprintf("out%d", attempt+1))
-		runErr = r.attempt(ctx, st, inputs, outDir, filepath.Join(dir, fmt.Sprintf("scratch%d", attempt+1)), logf)
+		th.Release()
+		th = r.handoff.task(st, r.upstream, inputs, outDir)
+		runErr = r.attempt(ctx, st, inputs, th, outDir, filepath.Join(dir, fmt.Sprintf("scratch%d", attempt+1)), logf)
 		if runErr == nil {
 			break
 		}
@@ -197,6 +202,7 @@ func (r *runner) execute(ctx context.Context, st *pipeline.Stage, sr *history.St
 			return r.fail(sr, fmt.Errorf("link output %q: %w", name, err))
 		}
 	}
+	r.handoff.collect(st, th, outs, outDir)
 	r.mu.Lock()
 	r.outputs[st.Name] = outs
 	r.mu.Unlock()
@@ -400,7 +406,7 @@ func emptyDir(dir string) error {
 
 // attempt runs one attempt with fresh, empty output and scratch directories
 // (siblings, not nested: every mkdir counts at 1000 stages).
-func (r *runner) attempt(ctx context.Context, st *pipeline.Stage, inputs map[string]string, outRoot, scratch string, logf *os.File) error {
+func (r *runner) attempt(ctx context.Context, st *pipeline.Stage, inputs map[string]string, th *table.Handoff, outRoot, scratch string, logf *os.File) error {
 	for _, d := range []string{outRoot, scratch} {
 		// A reused attempt directory has them already, emptied (putDir).
 		if err := os.Mkdir(d, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
@@ -431,6 +437,9 @@ func (r *runner) attempt(ctx context.Context, st *pipeline.Stage, inputs map[str
 	}
 	t.Env = env
 	actx := ctx
+	if th != nil {
+		actx = table.WithHandoff(actx, th)
+	}
 	if st.Timeout > 0 {
 		var cancel context.CancelFunc
 		actx, cancel = context.WithTimeoutCause(ctx, st.Timeout, fmt.Errorf("timed out after %s", st.Timeout))

@@ -1057,7 +1057,7 @@ func (p *featPlan) transform(ctx context.Context, src *featSource, out string, o
 	if len(noStats) != outSchema.NumFields() {
 		noStats = nil // slots and schema disagree: keep every statistic
 	}
-	w, err := table.CreateWith(out, outSchema, table.Options{NoStats: noStats, Codec: table.LZ4Raw})
+	w, err := table.CreateWith(out, outSchema, table.Options{NoStats: noStats, Codec: table.LZ4Raw, Handoff: table.HandoffFrom(ctx)})
 	if err != nil {
 		return 0, fmt.Errorf("features: create %s: %w", out, err)
 	}

@@ -889,7 +889,7 @@ func (p *ppPlan) transform(ctx context.Context, in, out string, full, outSchema 
 		return 0, err
 	}
 	defer r.Close()
-	w, err := table.CreateWith(out, outSchema, table.Options{Codec: table.LZ4Raw})
+	w, err := table.CreateWith(out, outSchema, table.Options{Codec: table.LZ4Raw, Handoff: table.HandoffFrom(ctx)})
 	if err != nil {
 		return 0, fmt.Errorf("preprocess: create %s: %w", out, err)
 	}

@@ -41,6 +41,9 @@ type Options struct {
 	NoStats []bool
 	// Codec compresses the pages (zero: Zstd).
 	Codec Codec
+	// Handoff, when it asks for the file (Handoff.Keep), gets the arrays
+	// written, once the file is closed: a kind passes HandoffFrom(ctx).
+	Handoff *Handoff
 }
 
 // Codec is how a table file's pages are compressed.
@@ -76,6 +79,7 @@ type Writer struct {
 	workers int
 	maxRows int // per row group
 
+	keep   *keeper                     // the arrays written, for a Handoff; nil: none kept
 	rgw    file.BufferedRowGroupWriter // the open row group, or nil
 	rgRows int
 	closed bool
@@ -158,7 +162,8 @@ func CreateWith(path string, schema *arrow.Schema, opt Options) (*Writer, error)
 	if workers < 1 {
 		workers = runtime.GOMAXPROCS(0)
 	}
-	return &Writer{path: path, f: f, w: w, schema: schema, props: aprops, dict: dict, workers: workers, maxRows: maxRows}, nil
+	return &Writer{path: path, f: f, w: w, schema: schema, props: aprops, dict: dict, workers: workers, maxRows: maxRows,
+		keep: newKeeper(opt.Handoff, path, schema.NumFields())}, nil
 }
 
 // deltaEncoded reports whether a column of type dt is written with
@@ -208,6 +213,7 @@ func (w *Writer) write(rec arrow.RecordBatch) error {
 				a = array.NewSlice(a, int64(off), int64(off+take))
 				defer a.Release()
 			}
+			w.keep.add(c, a)
 			return writeArray(ctx, cw, a, levels)
 		})
 		if err != nil {
@@ -268,6 +274,7 @@ func (w *Writer) writeRowGroup(ctx context.Context, rows int, fill func(ctx cont
 				return err
 			}
 			n += a.Len()
+			w.keep.add(c, a)
 			return writeArray(wctx, cw, a, levels)
 		})
 		if err == nil && n != rows {
@@ -411,7 +418,14 @@ func (w *Writer) Close() error {
 	}
 	if err != nil {
 		w.f.Close()
+		w.keep.release()
 		return fmt.Errorf("%s: %w", w.path, err)
+	}
+	if w.keep != nil {
+		if m := w.keep.mem(w.path, w.schema); m != nil {
+			w.keep.h.put(w.path, m)
+		}
+		w.keep = nil
 	}
 	return nil
 }
@@ -422,6 +436,8 @@ func (w *Writer) Abort() {
 		return
 	}
 	w.closed = true
+	w.keep.release()
+	w.keep = nil
 	_ = w.w.Close()
 	_ = w.f.Close()
 }

@@ -1,0 +1,178 @@
+package engine
+
+// In-process handoff of tables between built-in stages (table.Handoff):
+// when a built-in kind writes a table output that a built-in stage below
+// it in the same run will read, the Writer keeps the arrays it wrote, and
+// the reader gets them instead of decoding the file. Tables are matched by
+// the content digest the engine computed for the output file when it
+// collected it, never by path, so a consumer is only ever given the table
+// for the very bytes it would have decoded; a HIT upstream leaves nothing
+// in memory and its file is decoded as before. Each table is dropped as
+// soon as the last stage of the run that reads it is done. Not on a Slurm
+// worker (one stage per process) nor for stages run through Slurm.
+
+import (
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/orch-dev/orch/pkg/cache"
+	"github.com/orch-dev/orch/pkg/digest"
+	"github.com/orch-dev/orch/pkg/pipeline"
+	"github.com/orch-dev/orch/pkg/stages/table"
+)
+
+// handoffLimit is the most bytes of arrays one kept table may hold; a
+// larger table is not kept (its readers decode the file).
+const handoffLimit = 512 << 20
+
+type handoffs struct {
+	mu sync.Mutex
+	// users counts, per "stage/output", the built-in stages of the run
+	// that read it and have not finished.
+	users  map[string]int
+	tables map[digest.Digest]*keptTable
+}
+
+type keptTable struct {
+	mem   *table.Mem
+	users int
+}
+
+// builtinLocal reports whether st's kind runs in this process: a built-in
+// kind (no command) run locally.
+func builtinLocal(st *pipeline.Stage) bool {
+	return st.Run == "" && st.Executor != pipeline.ExecSlurm
+}
+
+// newHandoffs returns the handoffs of a run of the chosen stages of p, or
+// nil when nothing can be handed over: on a worker, or with
+// ORCH_HANDOFF=0 in the environment (every input decoded from its file,
+// for comparing).
+func newHandoffs(p *pipeline.Pipeline, chosen map[string]bool, worker bool) *handoffs {
+	if worker || os.Getenv("ORCH_HANDOFF") == "0" {
+		return nil
+	}
+	h := &handoffs{users: map[string]int{}, tables: map[digest.Digest]*keptTable{}}
+	for name := range chosen {
+		st := p.Stages[name]
+		if !builtinLocal(st) {
+			continue
+		}
+		for _, in := range st.Inputs {
+			if in.IsRef() && chosen[in.Stage] && builtinLocal(p.Stages[in.Stage]) {
+				h.users[in.Stage+"/"+in.Output]++
+			}
+		}
+	}
+	if len(h.users) == 0 {
+		return nil
+	}
+	return h
+}
+
+// task returns the Handoff of an attempt of st writing its outputs under
+// outDir, with inputs materialized at inputs: the tables kept for its
+// inputs' digests given, the outputs a stage below reads kept. nil when
+// there is nothing to give or keep.
+func (h *handoffs) task(st *pipeline.Stage, upstream func(string) (map[string]cache.Output, bool), inputs map[string]string, outDir string) *table.Handoff {
+	if h == nil || !builtinLocal(st) {
+		return nil
+	}
+	var th *table.Handoff
+	get := func() *table.Handoff {
+		if th == nil {
+			th = table.NewHandoff(handoffLimit)
+		}
+		return th
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, in := range st.Inputs {
+		if !in.IsRef() {
+			continue
+		}
+		outs, _ := upstream(in.Stage)
+		if out, ok := outs[in.Output]; ok && !out.Dir {
+			if kt := h.tables[out.Digest]; kt != nil {
+				get().Give(inputs[in.Name], kt.mem)
+			}
+		}
+	}
+	for _, o := range st.Outputs {
+		if h.users[st.Name+"/"+o.Name] > 0 {
+			get().Keep(filepath.Join(outDir, filepath.FromSlash(o.Path)))
+		}
+	}
+	return th
+}
+
+// collect takes the tables th's writers kept for st's outputs, now
+// collected into the cache as outs, and keeps them under their digests
+// for the stages below.
+func (h *handoffs) collect(st *pipeline.Stage, th *table.Handoff, outs map[string]cache.Output, outDir string) {
+	if h == nil || th == nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, o := range st.Outputs {
+		m := th.Kept(filepath.Join(outDir, filepath.FromSlash(o.Path)))
+		if m == nil {
+			continue
+		}
+		out, ok := outs[o.Name]
+		users := h.users[st.Name+"/"+o.Name]
+		if !ok || out.Dir || users == 0 {
+			m.Release()
+			continue
+		}
+		if kt := h.tables[out.Digest]; kt != nil { // the same bytes, kept already
+			kt.users += users
+			m.Release()
+			continue
+		}
+		h.tables[out.Digest] = &keptTable{mem: m, users: users}
+	}
+}
+
+// done is called when stage name of the run is finished, whatever its
+// outcome: the tables it read lose a user, and go with their last.
+func (h *handoffs) done(st *pipeline.Stage, upstream func(string) (map[string]cache.Output, bool)) {
+	if h == nil || !builtinLocal(st) {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, in := range st.Inputs {
+		if !in.IsRef() {
+			continue
+		}
+		outs, _ := upstream(in.Stage)
+		out, ok := outs[in.Output]
+		if !ok {
+			continue
+		}
+		if kt := h.tables[out.Digest]; kt != nil {
+			kt.users--
+			if kt.users <= 0 {
+				kt.mem.Release()
+				delete(h.tables, out.Digest)
+			}
+		}
+	}
+}
+
+// release drops every table still kept (at the end of the run: stages
+// that would have read them were skipped).
+func (h *handoffs) release() {
+	if h == nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for d, kt := range h.tables {
+		kt.mem.Release()
+		delete(h.tables, d)
+	}
+}
