@@ -12,6 +12,8 @@ package engine
 // worker (one stage per process) nor for stages run through Slurm.
 
 import (
+	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
@@ -27,7 +29,8 @@ import (
 const handoffLimit = 512 << 20
 
 type handoffs struct {
-	mu sync.Mutex
+	verify bool // ORCH_HANDOFF=verify: check each kept table against its file
+	mu     sync.Mutex
 	// users counts, per "stage/output", the built-in stages of the run
 	// that read it and have not finished.
 	users  map[string]int
@@ -48,12 +51,15 @@ func builtinLocal(st *pipeline.Stage) bool {
 // newHandoffs returns the handoffs of a run of the chosen stages of p, or
 // nil when nothing can be handed over: on a worker, or with
 // ORCH_HANDOFF=0 in the environment (every input decoded from its file,
-// for comparing).
+// for comparing). ORCH_HANDOFF=verify decodes every kept table's file
+// once and compares (table.Verify), dropping a table that differs with a
+// warning: a check of the handoff itself.
 func newHandoffs(p *pipeline.Pipeline, chosen map[string]bool, worker bool) *handoffs {
-	if worker || os.Getenv("ORCH_HANDOFF") == "0" {
+	mode := os.Getenv("ORCH_HANDOFF")
+	if worker || mode == "0" {
 		return nil
 	}
-	h := &handoffs{users: map[string]int{}, tables: map[digest.Digest]*keptTable{}}
+	h := &handoffs{verify: mode == "verify", users: map[string]int{}, tables: map[digest.Digest]*keptTable{}}
 	for name := range chosen {
 		st := p.Stages[name]
 		if !builtinLocal(st) {
@@ -108,31 +114,38 @@ func (h *handoffs) task(st *pipeline.Stage, upstream func(string) (map[string]ca
 }
 
 // collect takes the tables th's writers kept for st's outputs, now
-// collected into the cache as outs, and keeps them under their digests
-// for the stages below.
-func (h *handoffs) collect(st *pipeline.Stage, th *table.Handoff, outs map[string]cache.Output, outDir string) {
+// collected into the cache as outs and linked into the workspace under
+// linked, and keeps them under their digests for the stages below.
+func (h *handoffs) collect(ctx context.Context, st *pipeline.Stage, th *table.Handoff, outs map[string]cache.Output, outDir, linked string, warn func(string)) {
 	if h == nil || th == nil {
 		return
 	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
 	for _, o := range st.Outputs {
-		m := th.Kept(filepath.Join(outDir, filepath.FromSlash(o.Path)))
+		path := filepath.Join(outDir, filepath.FromSlash(o.Path))
+		m := th.Kept(path)
 		if m == nil {
 			continue
 		}
+		if h.verify {
+			if err := table.Verify(ctx, filepath.Join(linked, o.Name), m); err != nil {
+				warn(fmt.Sprintf("output %s: the table kept in memory is not what its file holds; not handed over: %v", o.Name, err))
+				m.Release()
+				continue
+			}
+		}
+		h.mu.Lock()
 		out, ok := outs[o.Name]
 		users := h.users[st.Name+"/"+o.Name]
-		if !ok || out.Dir || users == 0 {
+		switch kt := h.tables[out.Digest]; {
+		case !ok || out.Dir || users == 0:
 			m.Release()
-			continue
-		}
-		if kt := h.tables[out.Digest]; kt != nil { // the same bytes, kept already
+		case kt != nil: // the same bytes, kept already
 			kt.users += users
 			m.Release()
-			continue
+		default:
+			h.tables[out.Digest] = &keptTable{mem: m, users: users}
 		}
-		h.tables[out.Digest] = &keptTable{mem: m, users: users}
+		h.mu.Unlock()
 	}
 }
 

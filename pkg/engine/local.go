@@ -202,7 +202,7 @@ func (r *runner) execute(ctx context.Context, st *pipeline.Stage, sr *history.St
 			return r.fail(sr, fmt.Errorf("link output %q: %w", name, err))
 		}
 	}
-	r.handoff.collect(st, th, outs, outDir)
+	r.handoff.collect(ctx, st, th, outs, outDir, r.e.OutDir(r.p.Name, st.Name), func(msg string) { r.emit(Event{Type: EvWarn, Stage: st.Name, Reason: msg}) })
 	r.mu.Lock()
 	r.outputs[st.Name] = outs
 	r.mu.Unlock()

@@ -373,3 +373,68 @@ func sameTypes(a, b *arrow.Schema) bool {
 	}
 	return true
 }
+
+// Verify reports how reading m differs from decoding the file at path,
+// or nil when it yields the same: the schema (metadata included), and
+// batch by batch the same rows, types, nulls and values (dictionary
+// columns compared by the values their indices stand for, NaN equal to
+// NaN). ORCH_HANDOFF=verify has the engine check every kept table with it.
+func Verify(ctx context.Context, path string, m *Mem) error {
+	mr, err := newMemReader(m, nil, path)
+	if err != nil {
+		return err
+	}
+	defer mr.close()
+	dec, err := Open(WithHandoff(ctx, nil), path, nil)
+	if err != nil {
+		return err
+	}
+	defer dec.Close()
+	if !mr.schema.Equal(dec.Schema()) || mr.schema.String() != dec.Schema().String() {
+		return fmt.Errorf("%s: schema in memory:\n%v\ndecoded:\n%v", path, mr.schema, dec.Schema())
+	}
+	for b := 0; ; b++ {
+		mb, err := mr.next()
+		if err != nil {
+			return err
+		}
+		db, err := dec.Next()
+		if err != nil {
+			return err
+		}
+		if mb == nil || db == nil {
+			if mb != nil || db != nil {
+				return fmt.Errorf("%s: batch %d: in memory %v, decoded %v", path, b, mb != nil, db != nil)
+			}
+			return nil
+		}
+		if mb.NumRows() != db.NumRows() {
+			return fmt.Errorf("%s: batch %d: %d rows in memory, %d decoded", path, b, mb.NumRows(), db.NumRows())
+		}
+		for c := range int(mb.NumCols()) {
+			ma, da := mb.Column(c), db.Column(c)
+			if !arrow.TypeEqual(ma.DataType(), da.DataType()) || ma.NullN() != da.NullN() || !sameValues(ma, da) {
+				return fmt.Errorf("%s: batch %d, column %s: values differ", path, b, mb.ColumnName(c))
+			}
+		}
+	}
+}
+
+// sameValues compares arrays value by value (NaN equal to NaN);
+// dictionary arrays by the values their indices stand for.
+func sameValues(a, b arrow.Array) bool {
+	da, okA := a.(*array.Dictionary)
+	db, okB := b.(*array.Dictionary)
+	if !okA || !okB {
+		return array.ApproxEqual(a, b, array.WithNaNsEqual(true), array.WithAbsTolerance(0))
+	}
+	for i := range a.Len() {
+		if a.IsNull(i) != b.IsNull(i) {
+			return false
+		}
+		if a.IsValid(i) && da.Dictionary().ValueStr(da.GetValueIndex(i)) != db.Dictionary().ValueStr(db.GetValueIndex(i)) {
+			return false
+		}
+	}
+	return true
+}
