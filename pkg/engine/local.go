@@ -13,6 +13,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -445,7 +446,11 @@ func (r *runner) attempt(ctx context.Context, st *pipeline.Stage, inputs map[str
 		actx, cancel = context.WithTimeoutCause(ctx, st.Timeout, fmt.Errorf("timed out after %s", st.Timeout))
 		defer cancel()
 	}
-	err := st.Kind.Run(actx, t)
+	// The stage's name labels its samples in a CPU profile
+	// (ORCH_CPUPROFILE; go tool pprof -tagfocus stage=NAME), in every
+	// goroutine it starts.
+	var err error
+	pprof.Do(actx, pprof.Labels("stage", st.Name), func(actx context.Context) { err = st.Kind.Run(actx, t) })
 	if err == nil && actx.Err() != nil {
 		err = context.Cause(actx)
 	}

@@ -283,12 +283,7 @@ func (s *mlMemSource) read(_, base, col int, dt arrow.DataType, n int, sel []int
 		case *array.Uint64:
 			mlNarrow(out, a.Uint64Values())
 		case *array.Boolean:
-			for i := range out {
-				out[i] = 0
-				if a.Value(i) {
-					out[i] = 1
-				}
-			}
+			mlBitsToFloats(out, a.Data().Buffers()[1].Bytes(), a.Data().Offset())
 		default:
 			return fmt.Errorf("type %s is not numeric", dt)
 		}
@@ -313,6 +308,31 @@ func (s *mlMemSource) read(_, base, col int, dt arrow.DataType, n int, sel []int
 		}
 		return nil
 	})
+}
+
+// mlBitFloats[b] are the bits of byte b, least significant first, as 0/1.
+var mlBitFloats = func() (t [256][8]float32) {
+	for b := range t {
+		for i := range 8 {
+			t[b][i] = float32(b >> i & 1)
+		}
+	}
+	return t
+}()
+
+// mlBitsToFloats sets out[i] to bit off+i of bitmap bits (a boolean
+// array's values) as 0 or 1, a byte at a time where it can.
+func mlBitsToFloats(out []float32, bits []byte, off int) {
+	i := 0
+	for ; i < len(out) && (off+i)%8 != 0; i++ {
+		out[i] = float32(bits[(off+i)/8] >> ((off + i) % 8) & 1)
+	}
+	for ; i+8 <= len(out); i += 8 {
+		copy(out[i:i+8], mlBitFloats[bits[(off+i)/8]][:])
+	}
+	for ; i < len(out); i++ {
+		out[i] = float32(bits[(off+i)/8] >> ((off + i) % 8) & 1)
+	}
 }
 
 // mlNarrow converts numbers to float32.

@@ -301,8 +301,12 @@ func (*Preprocess) Run(ctx context.Context, t *Task) error {
 			}
 		}
 	}
-	for _, s := range stats {
-		if err := p.finish(s); err != nil {
+	// Each column's fill value and clip bounds (quantile selections over
+	// millions of values), on all cores.
+	errs := make([]error, len(stats))
+	mlParallelDo(len(stats), mlParallelism(len(stats)), func(_, i int) { errs[i] = p.finish(stats[i]) })
+	for _, err := range errs {
+		if err != nil {
 			return fmt.Errorf("preprocess %s: %w", in, err)
 		}
 	}
