@@ -19,6 +19,7 @@ import (
 	"github.com/apache/arrow-go/v18/parquet/file"
 	"github.com/apache/arrow-go/v18/parquet/metadata"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
+	"golang.org/x/sys/unix"
 )
 
 // MaxRowGroup is the most rows a row group of a table file holds.
@@ -359,7 +360,16 @@ func (w *Writer) endRowGroup() error {
 	if cerr := rgw.Close(); err == nil {
 		err = cerr
 	}
+	w.writeback()
 	return err
+}
+
+// writeback starts writing the file's dirty pages to disk, without
+// waiting: the cache makes a run's blobs durable with one syncfs at its
+// end (store.Local.Sync), which then finds most of a large table written
+// already, the disk having worked while the stages computed.
+func (w *Writer) writeback() {
+	_ = unix.SyncFileRange(int(w.f.Fd()), 0, 0, unix.SYNC_FILE_RANGE_WRITE)
 }
 
 // writeArray writes a flat array to cw, with its definition levels.
@@ -413,6 +423,7 @@ func (w *Writer) Close() error {
 		err = w.endRowGroup()
 	}
 	w.closed = true
+	w.writeback() // before the footer: the file's close flushes that
 	if cerr := w.w.Close(); err == nil { // closes the file too
 		err = cerr
 	}
