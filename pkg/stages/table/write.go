@@ -423,7 +423,7 @@ func (w *Writer) Close() error {
 		err = w.endRowGroup()
 	}
 	w.closed = true
-	w.writeback() // before the footer: the file's close flushes that
+	w.writeback()                        // before the footer: the file's close flushes that
 	if cerr := w.w.Close(); err == nil { // closes the file too
 		err = cerr
 	}
