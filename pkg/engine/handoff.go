@@ -24,8 +24,10 @@ import (
 	"github.com/orch-dev/orch/pkg/stages/table"
 )
 
-// handoffLimit is the most bytes of arrays one kept table may hold; a
-// larger table is not kept (its readers decode the file).
+// handoffLimit is the most bytes of arrays the tables kept at once may
+// hold, one table included: a table that would take more is not kept
+// (its readers decode the file), so a run's peak memory grows by at most
+// this much.
 const handoffLimit = 512 << 20
 
 type handoffs struct {
@@ -35,6 +37,7 @@ type handoffs struct {
 	// that read it and have not finished.
 	users  map[string]int
 	tables map[digest.Digest]*keptTable
+	bytes  int64 // of the tables kept
 }
 
 type keptTable struct {
@@ -137,13 +140,18 @@ func (h *handoffs) collect(ctx context.Context, st *pipeline.Stage, th *table.Ha
 		out, ok := outs[o.Name]
 		users := h.users[st.Name+"/"+o.Name]
 		switch kt := h.tables[out.Digest]; {
-		case !ok || out.Dir || users == 0:
+		case !ok || out.Dir || users == 0 || h.bytes+m.Bytes() > handoffLimit:
 			m.Release()
-		case kt != nil: // the same bytes, kept already
-			kt.users += users
+		case kt != nil:
+			// The same bytes, kept already (an upstream re-run after its
+			// cached output proved corrupt, or another stage that wrote
+			// them): counting users once at worst drops the table early,
+			// never keeps it past the run's need.
+			kt.users = max(kt.users, users)
 			m.Release()
 		default:
 			h.tables[out.Digest] = &keptTable{mem: m, users: users}
+			h.bytes += m.Bytes()
 		}
 		h.mu.Unlock()
 	}
@@ -170,6 +178,7 @@ func (h *handoffs) done(st *pipeline.Stage, upstream func(string) (map[string]ca
 			kt.users--
 			if kt.users <= 0 {
 				kt.mem.Release()
+				h.bytes -= kt.mem.Bytes()
 				delete(h.tables, out.Digest)
 			}
 		}
@@ -188,4 +197,5 @@ func (h *handoffs) release() {
 		kt.mem.Release()
 		delete(h.tables, d)
 	}
+	h.bytes = 0
 }
