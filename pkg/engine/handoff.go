@@ -14,6 +14,7 @@ package engine
 import (
 	"context"
 	"fmt"
+	"iter"
 	"os"
 	"path/filepath"
 	"sync"
@@ -41,8 +42,30 @@ type handoffs struct {
 }
 
 type keptTable struct {
-	mem   *table.Mem
-	users int
+	digest digest.Digest // of the file the table was written to
+	mem    *table.Mem
+	users  int
+}
+
+// read yields st's inputs that are upstream outputs kept in memory, with
+// their tables, looked up by the digest of the output st reads. h.mu is
+// held.
+func (h *handoffs) read(st *pipeline.Stage, upstream func(string) (map[string]cache.Output, bool)) iter.Seq2[pipeline.Input, *keptTable] {
+	return func(yield func(pipeline.Input, *keptTable) bool) {
+		for _, in := range st.Inputs {
+			if !in.IsRef() {
+				continue
+			}
+			outs, _ := upstream(in.Stage)
+			out, ok := outs[in.Output]
+			if !ok || out.Dir {
+				continue
+			}
+			if kt := h.tables[out.Digest]; kt != nil && !yield(in, kt) {
+				return
+			}
+		}
+	}
 }
 
 // builtinLocal reports whether st's kind runs in this process: a built-in
@@ -97,16 +120,8 @@ func (h *handoffs) task(st *pipeline.Stage, upstream func(string) (map[string]ca
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for _, in := range st.Inputs {
-		if !in.IsRef() {
-			continue
-		}
-		outs, _ := upstream(in.Stage)
-		if out, ok := outs[in.Output]; ok && !out.Dir {
-			if kt := h.tables[out.Digest]; kt != nil {
-				get().Give(inputs[in.Name], kt.mem)
-			}
-		}
+	for in, kt := range h.read(st, upstream) {
+		get().Give(inputs[in.Name], kt.mem)
 	}
 	for _, o := range st.Outputs {
 		if h.users[st.Name+"/"+o.Name] > 0 {
@@ -150,7 +165,7 @@ func (h *handoffs) collect(ctx context.Context, st *pipeline.Stage, th *table.Ha
 			kt.users = max(kt.users, users)
 			m.Release()
 		default:
-			h.tables[out.Digest] = &keptTable{mem: m, users: users}
+			h.tables[out.Digest] = &keptTable{digest: out.Digest, mem: m, users: users}
 			h.bytes += m.Bytes()
 		}
 		h.mu.Unlock()
@@ -165,22 +180,12 @@ func (h *handoffs) done(st *pipeline.Stage, upstream func(string) (map[string]ca
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for _, in := range st.Inputs {
-		if !in.IsRef() {
-			continue
-		}
-		outs, _ := upstream(in.Stage)
-		out, ok := outs[in.Output]
-		if !ok {
-			continue
-		}
-		if kt := h.tables[out.Digest]; kt != nil {
-			kt.users--
-			if kt.users <= 0 {
-				kt.mem.Release()
-				h.bytes -= kt.mem.Bytes()
-				delete(h.tables, out.Digest)
-			}
+	for _, kt := range h.read(st, upstream) {
+		kt.users--
+		if kt.users <= 0 {
+			kt.mem.Release()
+			h.bytes -= kt.mem.Bytes()
+			delete(h.tables, kt.digest)
 		}
 	}
 }
