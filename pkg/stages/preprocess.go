@@ -583,6 +583,14 @@ func (p *ppPlan) scan(ctx context.Context, path string, cols []string, online bo
 	if online {
 		ppReserve(stats, opsNumRows(path))
 	}
+	// The statistics of a batch's kept rows are collected in a goroutine
+	// of their own, overlapping the filters and dedupe of the next batch;
+	// batches are collected in order, so the sums are the same.
+	var coll *ppCollector
+	if online && len(stats) > 0 {
+		coll = ppStartCollect(sc, stats)
+		defer coll.finish()
+	}
 	var keys []*opsKeys
 	for _, k := range p.keys {
 		ok, _ := newOpsKeys(sc.Field(opsIndex(sc, k)).Type)
@@ -667,13 +675,19 @@ func (p *ppPlan) scan(ctx context.Context, path string, cols []string, online bo
 				}
 			}
 		}
-		if online {
-			if err := ppCollect(rec, sc, k, stats); err != nil {
-				return nil, 0, fmt.Errorf("preprocess %s: %w", path, err)
-			}
+		if coll != nil {
+			// k is final for this batch (later batches append to keep,
+			// never write this part again)
+			rec.Retain()
+			coll.ch <- ppCollectItem{rec, k}
 		}
 		held.add(rec)
 		rows += int64(n)
+	}
+	if coll != nil {
+		if err := coll.finish(); err != nil {
+			return nil, 0, fmt.Errorf("preprocess %s: %w", path, err)
+		}
 	}
 	if rows > math.MaxInt32 && len(keys) > 0 && p.keep != "first" {
 		return nil, 0, fmt.Errorf("preprocess %s: dedupe keep %s supports up to %d rows", path, p.keep, math.MaxInt32)
@@ -740,6 +754,45 @@ func ppReserve(stats []*ppStat, rows int64) {
 }
 
 // ppCollect adds the kept rows of one batch to the statistics.
+// ppCollector runs ppCollect over batches sent on ch, in order.
+type ppCollector struct {
+	ch   chan ppCollectItem
+	done chan error
+	err  error
+	open bool
+}
+
+type ppCollectItem struct {
+	rec  arrow.RecordBatch // retained by the sender, released here
+	keep []bool
+}
+
+func ppStartCollect(sc *arrow.Schema, stats []*ppStat) *ppCollector {
+	c := &ppCollector{ch: make(chan ppCollectItem, 2), done: make(chan error, 1), open: true}
+	go func() {
+		var err error
+		for it := range c.ch {
+			if err == nil {
+				err = ppCollect(it.rec, sc, it.keep, stats)
+			}
+			it.rec.Release()
+		}
+		c.done <- err
+	}()
+	return c
+}
+
+// finish waits for the batches sent and returns the first error; later
+// calls return the same.
+func (c *ppCollector) finish() error {
+	if c.open {
+		c.open = false
+		close(c.ch)
+		c.err = <-c.done
+	}
+	return c.err
+}
+
 func ppCollect(rec arrow.RecordBatch, sc *arrow.Schema, keep []bool, stats []*ppStat) error {
 	var f64 []float64
 	var ids []int32
