@@ -19,6 +19,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/orch-dev/orch/pkg/cache"
 	"github.com/orch-dev/orch/pkg/dag"
 	"github.com/orch-dev/orch/pkg/digest"
@@ -242,7 +244,18 @@ func (r *runner) materialize(ctx context.Context, st *pipeline.Stage, ad *attemp
 		dst := filepath.Join(ad.path, "in", in.Name)
 		for try := 0; ; try++ {
 			outs, _ := r.upstream(in.Stage)
-			err := r.e.Cache.CopyOver(ctx, outs[in.Output], dst, ad.reuse(dst))
+			var err error
+			if out := outs[in.Output]; builtinLocal(st) && !out.Dir {
+				// orch's own kinds never write their inputs: a link to
+				// the blob, not a copy, which would be written to disk
+				// by the run's closing syncfs for nothing.
+				if reuse := ad.reuse(dst); reuse != "" {
+					_ = os.Remove(reuse)
+				}
+				err = r.e.Cache.Restore(ctx, out, dst)
+			} else {
+				err = r.e.Cache.CopyOver(ctx, out, dst, ad.reuse(dst))
+			}
 			if err == nil {
 				break
 			}
@@ -368,10 +381,20 @@ func (r *runner) putDir(ad *attemptDir, attempts int, keepLog bool) {
 	}
 	ad.spare = ad.spare[:0]
 	for _, e := range ents {
-		if e.Type().IsRegular() {
+		p := filepath.Join(ad.path, "in", e.Name())
+		var st unix.Stat_t
+		switch {
+		case e.Type().IsRegular() && unix.Lstat(p, &st) == nil && st.Nlink == 1:
 			ad.spare = append(ad.spare, e.Name())
-		} else if cache.RemoveAll(filepath.Join(ad.path, "in", e.Name())) != nil {
-			return
+		case e.Type().IsRegular():
+			// A link to a blob (materialize): only the name goes.
+			if os.Remove(p) != nil {
+				return
+			}
+		default:
+			if cache.RemoveAll(p) != nil {
+				return
+			}
 		}
 	}
 	for i := 1; i <= attempts; i++ {
