@@ -224,8 +224,10 @@ func (r *runner) interrupted(sr *history.StageRun, ctx context.Context) error {
 }
 
 // materialize makes each input available at an absolute path: workspace
-// inputs in place, upstream outputs as read-only copies (reflinks where
-// possible) in dir/in/, so a command cannot write into the cache. An
+// inputs in place, upstream outputs in dir/in/ as read-only copies
+// (reflinks where possible), so a command cannot write into the cache; for
+// orch's built-in kinds, which never write their inputs, as links to the
+// blobs. An
 // upstream output whose cached blob turns out corrupt or missing is
 // recomputed by re-running that upstream stage; recomputed reports it.
 func (r *runner) materialize(ctx context.Context, st *pipeline.Stage, ad *attemptDir) (paths map[string]string, recomputed bool, err error) {
