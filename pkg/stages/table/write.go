@@ -1,14 +1,17 @@
 package table
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -80,7 +83,11 @@ type Writer struct {
 	workers int
 	maxRows int // per row group
 
-	keep   *keeper                     // the arrays written, for a Handoff; nil: none kept
+	keep *keeper // the arrays written, for a Handoff; nil: none kept
+	// cost is how long each column took in the last columns call: the
+	// next call hands the costliest out first, so that no worker is left
+	// with a long column while the others idle.
+	cost   []time.Duration
 	rgw    file.BufferedRowGroupWriter // the open row group, or nil
 	rgRows int
 	closed bool
@@ -294,6 +301,14 @@ func (w *Writer) writeRowGroup(ctx context.Context, rows int, fill func(ctx cont
 // definition-level buffer. The first error wins and stops the others.
 func (w *Writer) columns(ctx context.Context, do func(ctx context.Context, c int, cw file.ColumnChunkWriter, levels *[]int16) error) error {
 	ncol := w.schema.NumFields()
+	if len(w.cost) != ncol {
+		w.cost = make([]time.Duration, ncol)
+	}
+	order := make([]int, ncol)
+	for c := range order {
+		order[c] = c
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(w.cost[b], w.cost[a]) })
 	var (
 		next     atomic.Int64
 		wg       sync.WaitGroup
@@ -308,10 +323,12 @@ func (w *Writer) columns(ctx context.Context, do func(ctx context.Context, c int
 			wctx := pqarrow.NewArrowWriteContext(ctx, &w.props)
 			var levels []int16
 			for !failed.Load() {
-				c := int(next.Add(1) - 1)
-				if c >= ncol {
+				i := int(next.Add(1) - 1)
+				if i >= ncol {
 					return
 				}
+				c := order[i]
+				start := time.Now()
 				err := func() (err error) {
 					defer func() {
 						if p := recover(); p != nil {
@@ -324,6 +341,7 @@ func (w *Writer) columns(ctx context.Context, do func(ctx context.Context, c int
 					}
 					return do(wctx, c, cw, &levels)
 				}()
+				w.cost[c] = time.Since(start) // each column by one worker at a time
 				if err != nil {
 					mu.Lock()
 					if firstErr == nil {
