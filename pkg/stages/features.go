@@ -845,6 +845,46 @@ func (b *featBatch) run(ops []int) error {
 	return nil
 }
 
+// featFitter runs a fitting pass's fn over batches sent to it, in order,
+// releasing each batch (and its record) after.
+type featFitter struct {
+	ch   chan *featBatch
+	done chan error
+	err  error
+	open bool
+}
+
+func startFeatFitter(fn func(*featBatch) error) *featFitter {
+	f := &featFitter{ch: make(chan *featBatch, 2), done: make(chan error, 1), open: true}
+	go func() {
+		var err error
+		for b := range f.ch {
+			if err == nil {
+				err = fn(b)
+			}
+			b.release()
+			b.rec.Release()
+		}
+		f.done <- err
+	}()
+	return f
+}
+
+// send hands b over, with a reference to its record. After a batch
+// fails, the later ones are released unfitted; finish reports the error.
+func (f *featFitter) send(b *featBatch) { f.ch <- b }
+
+// finish waits for the batches sent and returns the first error; later
+// calls return the same.
+func (f *featFitter) finish() error {
+	if f.open {
+		f.open = false
+		close(f.ch)
+		f.err = <-f.done
+	}
+	return f.err
+}
+
 // featCacheBytes is the most decoded input a features run keeps in memory
 // so that its passes read the input table once: the fit passes and the
 // output pass then walk the kept batches instead of decoding the file again.
@@ -898,6 +938,14 @@ func (p *featPlan) scanInput(ctx context.Context, src *featSource, cols []string
 		return fmt.Errorf("features %s: no input column to read", src.path)
 	}
 	var off int64
+	// A fitting pass (not final) fits a batch in a goroutine of its own
+	// while the next batch's inputs are computed; batches are fitted in
+	// order, so the fitted values are the same.
+	var fits *featFitter
+	if !final {
+		fits = startFeatFitter(fn)
+		defer fits.finish()
+	}
 	each := func(rec arrow.RecordBatch) error {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -905,14 +953,34 @@ func (p *featPlan) scanInput(ctx context.Context, src *featSource, cols []string
 		b := &featBatch{plan: p, rec: rec, sc: rec.Schema(), off: off, n: int(rec.NumRows()),
 			out: make([]arrow.Array, len(p.ops)), multi: make([][]arrow.Array, len(p.ops)), f64: map[featRef][]float64{}}
 		err := b.run(ops)
-		if err == nil {
+		switch {
+		case err != nil && fits != nil:
+			b.release()
+			if ferr := fits.finish(); ferr != nil {
+				err = ferr // an earlier batch's error comes first
+			}
+		case err != nil:
+			b.release()
+		case fits != nil:
+			rec.Retain() // a reader's batch is valid until its next one
+			fits.send(b)
+		default:
 			err = fn(b)
+			b.release()
 		}
-		b.release()
 		if err != nil {
 			return fmt.Errorf("features %s: %w", src.path, err)
 		}
 		off += int64(b.n)
+		return nil
+	}
+	finish := func() error {
+		if fits == nil {
+			return nil
+		}
+		if err := fits.finish(); err != nil {
+			return fmt.Errorf("features %s: %w", src.path, err)
+		}
 		return nil
 	}
 	if src.done {
@@ -929,7 +997,7 @@ func (p *featPlan) scanInput(ctx context.Context, src *featSource, cols []string
 		if final {
 			src.drop()
 		}
-		return nil
+		return finish()
 	}
 	keep := src.all != nil && !final
 	if keep {
@@ -948,7 +1016,7 @@ func (p *featPlan) scanInput(ctx context.Context, src *featSource, cols []string
 		}
 		if rec == nil {
 			src.done = keep
-			return nil
+			return finish()
 		}
 		if keep {
 			if kept += opsBatchBytes(rec); kept > src.budget {
