@@ -845,46 +845,6 @@ func (b *featBatch) run(ops []int) error {
 	return nil
 }
 
-// featFitter runs a fitting pass's fn over batches sent to it, in order,
-// releasing each batch (and its record) after.
-type featFitter struct {
-	ch   chan *featBatch
-	done chan error
-	err  error
-	open bool
-}
-
-func startFeatFitter(fn func(*featBatch) error) *featFitter {
-	f := &featFitter{ch: make(chan *featBatch, 2), done: make(chan error, 1), open: true}
-	go func() {
-		var err error
-		for b := range f.ch {
-			if err == nil {
-				err = fn(b)
-			}
-			b.release()
-			b.rec.Release()
-		}
-		f.done <- err
-	}()
-	return f
-}
-
-// send hands b over, with a reference to its record. After a batch
-// fails, the later ones are released unfitted; finish reports the error.
-func (f *featFitter) send(b *featBatch) { f.ch <- b }
-
-// finish waits for the batches sent and returns the first error; later
-// calls return the same.
-func (f *featFitter) finish() error {
-	if f.open {
-		f.open = false
-		close(f.ch)
-		f.err = <-f.done
-	}
-	return f.err
-}
-
 // featCacheBytes is the most decoded input a features run keeps in memory
 // so that its passes read the input table once: the fit passes and the
 // output pass then walk the kept batches instead of decoding the file again.
@@ -941,9 +901,12 @@ func (p *featPlan) scanInput(ctx context.Context, src *featSource, cols []string
 	// A fitting pass (not final) fits a batch in a goroutine of its own
 	// while the next batch's inputs are computed; batches are fitted in
 	// order, so the fitted values are the same.
-	var fits *featFitter
+	var fits *opsPipe[*featBatch]
 	if !final {
-		fits = startFeatFitter(fn)
+		fits = opsStartPipe(fn, func(b *featBatch) {
+			b.release()
+			b.rec.Release() // retained when sent
+		})
 		defer fits.finish()
 	}
 	each := func(rec arrow.RecordBatch) error {

@@ -586,9 +586,10 @@ func (p *ppPlan) scan(ctx context.Context, path string, cols []string, online bo
 	// The statistics of a batch's kept rows are collected in a goroutine
 	// of their own, overlapping the filters and dedupe of the next batch;
 	// batches are collected in order, so the sums are the same.
-	var coll *ppCollector
+	var coll *opsPipe[ppCollectItem]
 	if online && len(stats) > 0 {
-		coll = ppStartCollect(sc, stats)
+		coll = opsStartPipe(func(it ppCollectItem) error { return ppCollect(it.rec, sc, it.keep, stats) },
+			func(it ppCollectItem) { it.rec.Release() })
 		defer coll.finish()
 	}
 	var keys []*opsKeys
@@ -679,7 +680,7 @@ func (p *ppPlan) scan(ctx context.Context, path string, cols []string, online bo
 			// k is final for this batch (later batches append to keep,
 			// never write this part again)
 			rec.Retain()
-			coll.ch <- ppCollectItem{rec, k}
+			coll.send(ppCollectItem{rec, k})
 		}
 		held.add(rec)
 		rows += int64(n)
@@ -754,43 +755,10 @@ func ppReserve(stats []*ppStat, rows int64) {
 }
 
 // ppCollect adds the kept rows of one batch to the statistics.
-// ppCollector runs ppCollect over batches sent on ch, in order.
-type ppCollector struct {
-	ch   chan ppCollectItem
-	done chan error
-	err  error
-	open bool
-}
-
+// ppCollectItem is a batch whose kept rows' statistics are to be collected.
 type ppCollectItem struct {
-	rec  arrow.RecordBatch // retained by the sender, released here
+	rec  arrow.RecordBatch // retained by the sender, released by the pipe
 	keep []bool
-}
-
-func ppStartCollect(sc *arrow.Schema, stats []*ppStat) *ppCollector {
-	c := &ppCollector{ch: make(chan ppCollectItem, 2), done: make(chan error, 1), open: true}
-	go func() {
-		var err error
-		for it := range c.ch {
-			if err == nil {
-				err = ppCollect(it.rec, sc, it.keep, stats)
-			}
-			it.rec.Release()
-		}
-		c.done <- err
-	}()
-	return c
-}
-
-// finish waits for the batches sent and returns the first error; later
-// calls return the same.
-func (c *ppCollector) finish() error {
-	if c.open {
-		c.open = false
-		close(c.ch)
-		c.err = <-c.done
-	}
-	return c.err
 }
 
 func ppCollect(rec arrow.RecordBatch, sc *arrow.Schema, keep []bool, stats []*ppStat) error {
