@@ -112,14 +112,15 @@ func (h *handoffs) task(st *pipeline.Stage, upstream func(string) (map[string]ca
 		return nil
 	}
 	var th *table.Handoff
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	get := func() *table.Handoff {
 		if th == nil {
-			th = table.NewHandoff(handoffLimit)
+			// what the tables kept already leave of the budget
+			th = table.NewHandoff(handoffLimit - h.bytes)
 		}
 		return th
 	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
 	for in, kt := range h.read(st, upstream) {
 		get().Give(inputs[in.Name], kt.mem)
 	}

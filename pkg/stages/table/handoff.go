@@ -185,6 +185,17 @@ func (k *keeper) add(c int, a arrow.Array) {
 	k.bytes[c] += n
 }
 
+// trim drops what was kept once the table has grown past the limit,
+// between the concurrent column writes (the writer calls it after each
+// batch or row group), so a table too large to keep costs no more than
+// the limit while it is written.
+func (k *keeper) trim() {
+	if k != nil && k.over.Load() && k.cols != nil {
+		(&Mem{cols: k.cols}).Release()
+		k.cols = nil
+	}
+}
+
 // mem returns the kept table of the file at path, just written with
 // schema, or nil (and releases what it kept) when it grew past the limit,
 // its columns disagree on the number of rows, or the schema a reader of
@@ -193,6 +204,9 @@ func (k *keeper) add(c int, a arrow.Array) {
 func (k *keeper) mem(path string, schema *arrow.Schema) *Mem {
 	m := &Mem{cols: k.cols}
 	k.cols = nil
+	if m.cols == nil { // trimmed
+		return nil
+	}
 	if sc, err := fileSchema(path); err != nil || !sameTypes(sc, schema) {
 		k.over.Store(true)
 	} else {

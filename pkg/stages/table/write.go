@@ -224,6 +224,7 @@ func (w *Writer) write(rec arrow.RecordBatch) error {
 			w.keep.add(c, a)
 			return writeArray(ctx, cw, a, levels)
 		})
+		w.keep.trim()
 		if err != nil {
 			return err
 		}
@@ -290,6 +291,7 @@ func (w *Writer) writeRowGroup(ctx context.Context, rows int, fill func(ctx cont
 		}
 		return err
 	})
+	w.keep.trim()
 	if err != nil {
 		return err
 	}
