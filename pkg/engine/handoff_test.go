@@ -55,8 +55,10 @@ func TestHandoffLifetime(t *testing.T) {
 		"b":   {Name: "b", Inputs: []pipeline.Input{ref("table", "a")}, Outputs: out},
 		"c":   {Name: "c", Inputs: []pipeline.Input{ref("table", "a")}},
 		"cmd": {Name: "cmd", Run: "cat {{inputs.t}}", Inputs: []pipeline.Input{ref("t", "b")}},
+		// a built-in kind run as a Slurm job: another process
+		"job": {Name: "job", Inputs: []pipeline.Input{ref("table", "b")}, Executor: pipeline.ExecSlurm},
 	}}
-	all := map[string]bool{"a": true, "b": true, "c": true, "cmd": true}
+	all := map[string]bool{"a": true, "b": true, "c": true, "cmd": true, "job": true}
 	h := newHandoffs(p, all, false)
 	if h == nil || h.users["a/table"] != 2 || h.users["b/table"] != 0 {
 		t.Fatalf("users: %v", h.users)
