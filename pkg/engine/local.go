@@ -13,6 +13,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -26,6 +27,7 @@ import (
 	"github.com/orch-dev/orch/pkg/history"
 	"github.com/orch-dev/orch/pkg/pipeline"
 	"github.com/orch-dev/orch/pkg/stages"
+	"github.com/orch-dev/orch/pkg/stages/table"
 	"github.com/orch-dev/orch/pkg/store"
 )
 
@@ -91,6 +93,8 @@ func (r *runner) execute(ctx context.Context, st *pipeline.Stage, sr *history.St
 	sr.Started = started
 	var outDir string
 	var runErr error
+	var th *table.Handoff // the attempt's tables in memory (handoff.go)
+	defer func() { th.Release() }()
 	for attempt := 0; attempt <= st.Retries; attempt++ {
 		sr.Attempts = attempt + 1
 		if attempt > 0 {
@@ -105,7 +109,9 @@ func (r *runner) execute(ctx context.Context, st *pipeline.Stage, sr *history.St
 		}
 		n := strconv.Itoa(attempt + 1)
 		outDir = filepath.Join(dir, "out"+n)
-		runErr = r.attempt(ctx, st, inputs, outDir, filepath.Join(dir, "scratch"+n), logf)
+		th.Release()
+		th = r.handoff.task(st, r.upstream, inputs, outDir)
+		runErr = r.attempt(ctx, st, inputs, th, outDir, filepath.Join(dir, "scratch"+n), logf)
 		if runErr == nil {
 			break
 		}
@@ -199,6 +205,7 @@ func (r *runner) execute(ctx context.Context, st *pipeline.Stage, sr *history.St
 			return r.fail(sr, fmt.Errorf("link output %q: %w", name, err))
 		}
 	}
+	r.handoff.collect(ctx, st, th, outs, outDir, r.e.OutDir(r.p.Name, st.Name), func(msg string) { r.emit(Event{Type: EvWarn, Stage: st.Name, Reason: msg}) })
 	r.mu.Lock()
 	r.outputs[st.Name] = outs
 	r.mu.Unlock()
@@ -217,13 +224,15 @@ func (r *runner) interrupted(sr *history.StageRun, ctx context.Context) error {
 }
 
 // materialize makes each input available at an absolute path: workspace
-// inputs in place, upstream outputs as read-only copies (reflinks where
-// possible) in dir/in/, so a command cannot write into the cache. An
+// inputs in place, upstream outputs in dir/in/ as read-only copies
+// (reflinks where possible), so a command cannot write into the cache; for
+// orch's built-in kinds, which never write their inputs, as links to the
+// blobs. An
 // upstream output whose cached blob turns out corrupt or missing is
 // recomputed by re-running that upstream stage; recomputed reports it.
 func (r *runner) materialize(ctx context.Context, st *pipeline.Stage, ad *attemptDir) (paths map[string]string, recomputed bool, err error) {
 	paths = map[string]string{}
-	ad.wanted, ad.inFiles, ad.inDirs = ad.wanted[:0], ad.inFiles[:0], ad.inDirs[:0]
+	ad.wanted, ad.inFiles, ad.inLinks, ad.inDirs = ad.wanted[:0], ad.inFiles[:0], ad.inLinks[:0], ad.inDirs[:0]
 	for _, in := range st.Inputs {
 		if in.IsRef() {
 			ad.wanted = append(ad.wanted, in.Name)
@@ -237,7 +246,19 @@ func (r *runner) materialize(ctx context.Context, st *pipeline.Stage, ad *attemp
 		dst := filepath.Join(ad.path, "in", in.Name)
 		for try := 0; ; try++ {
 			outs, _ := r.upstream(in.Stage)
-			err := r.e.Cache.CopyOver(ctx, outs[in.Output], dst, ad.reuse(dst))
+			var err error
+			if out := outs[in.Output]; builtinLocal(st) && !out.Dir {
+				// orch's own kinds never write their inputs: a link to
+				// the blob, not a copy of its bytes (335 MB for the
+				// churn pipeline at 3M rows, all of it written back to
+				// disk for nothing).
+				if reuse := ad.reuse(dst); reuse != "" {
+					_ = os.Remove(reuse)
+				}
+				err = r.e.Cache.Restore(ctx, out, dst)
+			} else {
+				err = r.e.Cache.CopyOver(ctx, out, dst, ad.reuse(dst))
+			}
 			if err == nil {
 				break
 			}
@@ -253,9 +274,12 @@ func (r *runner) materialize(ctx context.Context, st *pipeline.Stage, ad *attemp
 		}
 		paths[in.Name] = dst
 		outs, _ := r.upstream(in.Stage)
-		if outs[in.Output].Dir {
+		switch {
+		case outs[in.Output].Dir:
 			ad.inDirs = append(ad.inDirs, in.Name)
-		} else {
+		case builtinLocal(st):
+			ad.inLinks = append(ad.inLinks, in.Name)
+		default:
 			ad.inFiles = append(ad.inFiles, in.Name)
 		}
 	}
@@ -318,9 +342,10 @@ type attemptDir struct {
 	// wanted are the input names of the stage being set up: a spare file
 	// of one of these names is kept for it.
 	wanted []string
-	// inFiles and inDirs are what materialize put into in/ for the stage
-	// using the directory: its file inputs and directory inputs.
-	inFiles, inDirs []string
+	// inFiles, inLinks and inDirs are what materialize put into in/ for
+	// the stage using the directory: copies of its file inputs, links to
+	// the blobs of a built-in kind's file inputs, its directory inputs.
+	inFiles, inLinks, inDirs []string
 }
 
 // reuse returns a file of in/ for the input at dst to be written into: dst
@@ -361,7 +386,7 @@ func (r *runner) takeDir() (*attemptDir, error) {
 // putDir empties ad for the next stage, after a stage that made attempts
 // attempts: the entries of its outN/ and scratchN/ directories go, the
 // directories stay; the input files materialize put into in/ stay as spares
-// for the next stage's inputs, its input directories go; an empty log stays
+// for the next stage's inputs, its input directories and links go; an empty log stays
 // (keepLog). in/ is not listed: a command that removed or replaced an input
 // file there costs the next stage a fresh copy (CopyOver), and anything a
 // command added there, or beside its own directories, is left for the end
@@ -370,6 +395,13 @@ func (r *runner) takeDir() (*attemptDir, error) {
 func (r *runner) putDir(ad *attemptDir, attempts int, keepLog bool) {
 	for _, d := range ad.inDirs {
 		if cache.RemoveAll(filepath.Join(ad.path, "in", d)) != nil {
+			return
+		}
+	}
+	// A link to a blob (a built-in kind's input): only the name goes, so a
+	// later copy over it can never touch the blob.
+	for _, l := range ad.inLinks {
+		if err := os.Remove(filepath.Join(ad.path, "in", l)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return
 		}
 	}
@@ -408,7 +440,7 @@ func emptyDir(dir string) error {
 
 // attempt runs one attempt with fresh, empty output and scratch directories
 // (siblings, not nested: every mkdir counts at 1000 stages).
-func (r *runner) attempt(ctx context.Context, st *pipeline.Stage, inputs map[string]string, outRoot, scratch string, logf *os.File) error {
+func (r *runner) attempt(ctx context.Context, st *pipeline.Stage, inputs map[string]string, th *table.Handoff, outRoot, scratch string, logf *os.File) error {
 	for _, d := range []string{outRoot, scratch} {
 		// A reused attempt directory has them already, emptied (putDir).
 		if err := os.Mkdir(d, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
@@ -439,12 +471,19 @@ func (r *runner) attempt(ctx context.Context, st *pipeline.Stage, inputs map[str
 	}
 	t.Env = env
 	actx := ctx
+	if th != nil {
+		actx = table.WithHandoff(actx, th)
+	}
 	if st.Timeout > 0 {
 		var cancel context.CancelFunc
 		actx, cancel = context.WithTimeoutCause(ctx, st.Timeout, fmt.Errorf("timed out after %s", st.Timeout))
 		defer cancel()
 	}
-	err := st.Kind.Run(actx, t)
+	// The stage's name labels its samples in a CPU profile
+	// (ORCH_CPUPROFILE; go tool pprof -tagfocus stage=NAME), in every
+	// goroutine it starts.
+	var err error
+	pprof.Do(actx, pprof.Labels("stage", st.Name), func(actx context.Context) { err = st.Kind.Run(actx, t) })
 	if err == nil && actx.Err() != nil {
 		err = context.Cause(actx)
 	}

@@ -136,6 +136,8 @@ type runner struct {
 	emptyD    digest.Digest
 	emptyErr  error
 
+	handoff *handoffs // tables kept in memory between built-in stages
+
 	mu      sync.Mutex
 	outputs map[string]map[string]cache.Output
 	stages  map[string]*history.StageRun
@@ -189,7 +191,9 @@ func (e *Engine) Run(ctx context.Context, p *pipeline.Pipeline, opts RunOptions)
 		e: e, p: p, opts: opts, run: run, slots: make(chan struct{}, opts.Jobs), heads: heads,
 		outputs: map[string]map[string]cache.Output{}, stages: map[string]*history.StageRun{},
 		recomputed: map[string]*recomputation{}, limits: newLimits(),
+		handoff: newHandoffs(p, chosen, false),
 	}
+	defer r.handoff.release()
 	tmp := filepath.Join(e.StateDir, "tmp")
 	if err := os.MkdirAll(tmp, 0o755); err != nil {
 		return nil, err
@@ -226,7 +230,10 @@ func (e *Engine) Run(ctx context.Context, p *pipeline.Pipeline, opts RunOptions)
 		return nil, err
 	}
 
-	results := p.Graph.Walk(ctx, chosen, opts.KeepGoing, r.stage)
+	results := p.Graph.Walk(ctx, chosen, opts.KeepGoing, func(ctx context.Context, name string) error {
+		defer r.handoff.done(p.Stages[name], r.upstream)
+		return r.stage(ctx, name)
+	})
 
 	res := &Result{Run: run}
 	for i := range run.Stages {

@@ -898,6 +898,17 @@ func (p *featPlan) scanInput(ctx context.Context, src *featSource, cols []string
 		return fmt.Errorf("features %s: no input column to read", src.path)
 	}
 	var off int64
+	// A fitting pass (not final) fits a batch in a goroutine of its own
+	// while the next batch's inputs are computed; batches are fitted in
+	// order, so the fitted values are the same.
+	var fits *opsPipe[*featBatch]
+	if !final {
+		fits = opsStartPipe(fn, func(b *featBatch) {
+			b.release()
+			b.rec.Release() // retained when sent
+		})
+		defer fits.finish()
+	}
 	each := func(rec arrow.RecordBatch) error {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -905,14 +916,34 @@ func (p *featPlan) scanInput(ctx context.Context, src *featSource, cols []string
 		b := &featBatch{plan: p, rec: rec, sc: rec.Schema(), off: off, n: int(rec.NumRows()),
 			out: make([]arrow.Array, len(p.ops)), multi: make([][]arrow.Array, len(p.ops)), f64: map[featRef][]float64{}}
 		err := b.run(ops)
-		if err == nil {
+		switch {
+		case err != nil && fits != nil:
+			b.release()
+			if ferr := fits.finish(); ferr != nil {
+				err = ferr // an earlier batch's error comes first
+			}
+		case err != nil:
+			b.release()
+		case fits != nil:
+			rec.Retain() // a reader's batch is valid until its next one
+			fits.send(b)
+		default:
 			err = fn(b)
+			b.release()
 		}
-		b.release()
 		if err != nil {
 			return fmt.Errorf("features %s: %w", src.path, err)
 		}
 		off += int64(b.n)
+		return nil
+	}
+	finish := func() error {
+		if fits == nil {
+			return nil
+		}
+		if err := fits.finish(); err != nil {
+			return fmt.Errorf("features %s: %w", src.path, err)
+		}
 		return nil
 	}
 	if src.done {
@@ -929,7 +960,7 @@ func (p *featPlan) scanInput(ctx context.Context, src *featSource, cols []string
 		if final {
 			src.drop()
 		}
-		return nil
+		return finish()
 	}
 	keep := src.all != nil && !final
 	if keep {
@@ -948,7 +979,7 @@ func (p *featPlan) scanInput(ctx context.Context, src *featSource, cols []string
 		}
 		if rec == nil {
 			src.done = keep
-			return nil
+			return finish()
 		}
 		if keep {
 			if kept += opsBatchBytes(rec); kept > src.budget {
@@ -1057,7 +1088,7 @@ func (p *featPlan) transform(ctx context.Context, src *featSource, out string, o
 	if len(noStats) != outSchema.NumFields() {
 		noStats = nil // slots and schema disagree: keep every statistic
 	}
-	w, err := table.CreateWith(out, outSchema, table.Options{NoStats: noStats, Codec: table.LZ4Raw})
+	w, err := table.CreateWith(out, outSchema, table.Options{NoStats: noStats, Codec: table.LZ4Raw, Handoff: table.HandoffFrom(ctx)})
 	if err != nil {
 		return 0, fmt.Errorf("features: create %s: %w", out, err)
 	}

@@ -1471,7 +1471,7 @@ func (r *ingRun) write(out string, schema *arrow.Schema, finals []*ingFinal, mas
 	for i, fc := range finals {
 		dict[i] = fc.pdict
 	}
-	w, err := table.CreateWith(out, schema, table.Options{Dict: dict, Workers: r.workers})
+	w, err := table.CreateWith(out, schema, table.Options{Dict: dict, Workers: r.workers, Handoff: table.HandoffFrom(r.ctx)})
 	if err != nil {
 		return err
 	}

@@ -3,12 +3,15 @@ package stages
 import (
 	"context"
 	"fmt"
+	"sort"
 	"unsafe"
 
 	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/apache/arrow-go/v18/parquet/file"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
+	"github.com/orch-dev/orch/pkg/stages/table"
 )
 
 // mlRows are the rows of a features table that a split keeps, in table
@@ -30,29 +33,40 @@ type mlRows struct {
 // their place. Nulls, NaN and
 // infinities in the kept rows, and labels other than 0/1, are errors
 // naming the column and row; rows not kept are not checked.
+//
+// When the table is given in memory (table.Given), its arrays are read
+// instead of the file (mlMemSource).
 func mlLoadRows(ctx context.Context, path string, mc *mlModelColumns, seed uint64, keep func(uint16) bool, arena *mlArena) (*mlRows, error) {
-	pf, err := file.OpenParquetFile(path, false)
-	if err != nil {
-		return nil, fmt.Errorf("%s: not a readable Parquet file: %w", path, err)
-	}
-	defer pf.Close()
-	fr, err := pqarrow.NewFileReader(pf, pqarrow.ArrowReadProperties{}, memory.DefaultAllocator)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	sc, err := fr.Schema()
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	// the leaf column and Arrow type of each feature and of the label
 	names := append(append([]string{}, mc.features...), mc.label)
-	leaf := make([]int, len(names))
+	var src mlSource
+	if m := table.Given(ctx, path); m != nil {
+		src = &mlMemSource{m: m}
+	} else {
+		pf, err := file.OpenParquetFile(path, false)
+		if err != nil {
+			return nil, fmt.Errorf("%s: not a readable Parquet file: %w", path, err)
+		}
+		defer pf.Close()
+		fr, err := pqarrow.NewFileReader(pf, pqarrow.ArrowReadProperties{}, memory.DefaultAllocator)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		src = &mlFileSource{pf: pf, fr: fr}
+	}
+	sc, err := src.schema()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	// the column and Arrow type of each feature and of the label
+	cols := make([]int, len(names))
 	types := make([]arrow.DataType, len(names))
 	for i, name := range names {
-		leaf[i] = pf.MetaData().Schema.ColumnIndexByName(name)
 		fi := sc.FieldIndices(name)
-		if leaf[i] < 0 || len(fi) == 0 {
+		if len(fi) == 0 {
 			return nil, fmt.Errorf("%s: no column %q", path, name)
+		}
+		if cols[i], err = src.column(name, fi[0]); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
 		}
 		types[i] = sc.Field(fi[0]).Type
 	}
@@ -63,17 +77,18 @@ func mlLoadRows(ctx context.Context, path string, mc *mlModelColumns, seed uint6
 	if len(idField) == 0 {
 		return nil, fmt.Errorf("%s: no id column %q", path, mc.id)
 	}
-	total := int(pf.NumRows())
 	// every row's split bucket
-	all := make([]uint16, total)
-	nGroups := pf.NumRowGroups()
+	sizes := src.groups()
+	nGroups := len(sizes)
 	bases := make([]int, nGroups+1)
-	for rg := range nGroups {
-		bases[rg+1] = bases[rg] + int(pf.RowGroup(rg).NumRows())
+	for rg, n := range sizes {
+		bases[rg+1] = bases[rg] + n
 	}
+	total := bases[nGroups]
+	all := make([]uint16, total)
 	idErrs := make([]error, nGroups)
 	mlParallelDo(nGroups, mlParallelism(nGroups), func(_, rg int) {
-		idErrs[rg] = mlGroupBuckets(ctx, fr, rg, idField[0], mc.id, seed, all[bases[rg]:bases[rg+1]], bases[rg])
+		idErrs[rg] = src.buckets(ctx, rg, idField[0], mc.id, seed, all[bases[rg]:bases[rg+1]], bases[rg])
 	})
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -111,11 +126,12 @@ func mlLoadRows(ctx context.Context, path string, mc *mlModelColumns, seed uint6
 	scr := make([]mlColScratch, workers)
 	errs := make([]error, tasks)
 	mlParallelDo(tasks, workers, func(w, task int) {
-		gr, c := groups[task/len(names)], task%len(names)
+		rg, c := task/len(names), task%len(names)
+		gr := groups[rg]
 		if len(gr.sel) == 0 || ctx.Err() != nil {
 			return
 		}
-		vals, err := mlReadColumnChunk(pf.RowGroup(task/len(names)), leaf[c], types[c], gr.rows, gr.sel, &scr[w])
+		vals, err := src.read(rg, gr.base, cols[c], types[c], gr.rows, gr.sel, &scr[w])
 		if err == nil && c < d {
 			err = mlGatherFeature(rs.cols[c][gr.at:gr.at+len(gr.sel)], vals, gr.sel)
 		} else if err == nil {
@@ -138,6 +154,192 @@ func mlLoadRows(ctx context.Context, path string, mc *mlModelColumns, seed uint6
 		return nil, fmt.Errorf("%s: %s column %q: %w", path, what, names[c], err)
 	}
 	return rs, nil
+}
+
+// mlSource is what mlLoadRows reads a features table from: its Parquet
+// file, or its arrays when the stage before handed them over (table.Mem).
+// Either way the table is read in row groups, each column of a group an
+// independent task.
+type mlSource interface {
+	schema() (*arrow.Schema, error)
+	// column returns the handle read takes for the field at index field,
+	// named name.
+	column(name string, field int) (int, error)
+	// groups returns the row count of each row group.
+	groups() []int
+	// buckets computes the split buckets of row group rg's ids (field
+	// id), whose first row is row base of the table, into out.
+	buckets(ctx context.Context, rg, id int, name string, seed uint64, out []uint16, base int) error
+	// read returns row group rg's values of column col (of type dt), n
+	// rows from row base, as float32 in s.f32. A null in a row of sel is
+	// an *mlBadRow.
+	read(rg, base, col int, dt arrow.DataType, n int, sel []int32, s *mlColScratch) ([]float32, error)
+}
+
+// mlFileSource reads a Parquet file's column chunks with Parquet's typed
+// readers.
+type mlFileSource struct {
+	pf *file.Reader
+	fr *pqarrow.FileReader
+}
+
+func (f *mlFileSource) schema() (*arrow.Schema, error) { return f.fr.Schema() }
+
+func (f *mlFileSource) column(name string, _ int) (int, error) {
+	leaf := f.pf.MetaData().Schema.ColumnIndexByName(name)
+	if leaf < 0 {
+		return 0, fmt.Errorf("no column %q", name)
+	}
+	return leaf, nil
+}
+
+func (f *mlFileSource) groups() []int {
+	out := make([]int, f.pf.NumRowGroups())
+	for rg := range out {
+		out[rg] = int(f.pf.RowGroup(rg).NumRows())
+	}
+	return out
+}
+
+func (f *mlFileSource) buckets(ctx context.Context, rg, id int, name string, seed uint64, out []uint16, base int) error {
+	return mlGroupBuckets(ctx, f.fr, rg, id, name, seed, out, base)
+}
+
+func (f *mlFileSource) read(rg, _, col int, dt arrow.DataType, n int, sel []int32, s *mlColScratch) ([]float32, error) {
+	return mlReadColumnChunk(f.pf.RowGroup(rg), col, dt, n, sel, s)
+}
+
+// mlMemSource reads a table in memory, in row groups of table.MaxRowGroup
+// rows.
+type mlMemSource struct{ m *table.Mem }
+
+func (s *mlMemSource) schema() (*arrow.Schema, error) { return s.m.Schema(), nil }
+
+func (s *mlMemSource) column(_ string, field int) (int, error) { return field, nil }
+
+func (s *mlMemSource) groups() []int {
+	var out []int
+	for left := int(s.m.NumRows()); left > 0; left -= table.MaxRowGroup {
+		out = append(out, min(left, table.MaxRowGroup))
+	}
+	return out
+}
+
+// each calls fn with the arrays of column col's rows [base, base+n), in
+// order, and where in the range each starts.
+func (s *mlMemSource) each(col, base, n int, fn func(a arrow.Array, at int) error) error {
+	start := 0
+	for _, a := range s.m.Column(col) {
+		end := start + a.Len()
+		if end > base && start < base+n {
+			lo, hi := max(base, start), min(base+n, end)
+			part := array.NewSlice(a, int64(lo-start), int64(hi-start))
+			err := fn(part, lo-base)
+			part.Release()
+			if err != nil {
+				return err
+			}
+		}
+		if end >= base+n {
+			break
+		}
+		start = end
+	}
+	return nil
+}
+
+func (s *mlMemSource) buckets(_ context.Context, rg, id int, name string, seed uint64, out []uint16, base int) error {
+	return s.each(id, base, len(out), func(a arrow.Array, at int) error {
+		return mlIdBuckets(a, name, seed, base+at, out[at:at+a.Len()])
+	})
+}
+
+func (s *mlMemSource) read(_, base, col int, dt arrow.DataType, n int, sel []int32, sc *mlColScratch) ([]float32, error) {
+	sc.f32 = mlGrow(sc.f32, n)
+	dst := sc.f32
+	nulls := false
+	err := s.each(col, base, n, func(a arrow.Array, at int) error {
+		nulls = nulls || a.NullN() > 0
+		out := dst[at : at+a.Len()]
+		switch a := a.(type) {
+		case *array.Float32:
+			copy(out, a.Float32Values())
+		case *array.Float64:
+			mlNarrow(out, a.Float64Values())
+		case *array.Int8:
+			mlNarrow(out, a.Int8Values())
+		case *array.Int16:
+			mlNarrow(out, a.Int16Values())
+		case *array.Int32:
+			mlNarrow(out, a.Int32Values())
+		case *array.Int64:
+			mlNarrow(out, a.Int64Values())
+		case *array.Uint8:
+			mlNarrow(out, a.Uint8Values())
+		case *array.Uint16:
+			mlNarrow(out, a.Uint16Values())
+		case *array.Uint32:
+			mlNarrow(out, a.Uint32Values())
+		case *array.Uint64:
+			mlNarrow(out, a.Uint64Values())
+		case *array.Boolean:
+			mlBitsToFloats(out, a.Data().Buffers()[1].Bytes(), a.Data().Offset())
+		default:
+			return fmt.Errorf("type %s is not numeric", dt)
+		}
+		return nil
+	})
+	if err != nil || !nulls {
+		return dst, err
+	}
+	// rows whose value is null: none may be kept
+	return dst, s.each(col, base, n, func(a arrow.Array, at int) error {
+		if a.NullN() == 0 {
+			return nil
+		}
+		lo := sort.Search(len(sel), func(k int) bool { return int(sel[k]) >= at })
+		for _, i := range sel[lo:] {
+			if int(i) >= at+a.Len() {
+				break
+			}
+			if a.IsNull(int(i) - at) {
+				return &mlBadRow{row: int(i), msg: "null value: fill nulls before training (preprocess fill)"}
+			}
+		}
+		return nil
+	})
+}
+
+// mlBitFloats[b] are the bits of byte b, least significant first, as 0/1.
+var mlBitFloats = func() (t [256][8]float32) {
+	for b := range t {
+		for i := range 8 {
+			t[b][i] = float32(b >> i & 1)
+		}
+	}
+	return t
+}()
+
+// mlBitsToFloats sets out[i] to bit off+i of bitmap bits (a boolean
+// array's values) as 0 or 1, a byte at a time where it can.
+func mlBitsToFloats(out []float32, bits []byte, off int) {
+	i := 0
+	for ; i < len(out) && (off+i)%8 != 0; i++ {
+		out[i] = float32(bits[(off+i)/8] >> ((off + i) % 8) & 1)
+	}
+	for ; i+8 <= len(out); i += 8 {
+		copy(out[i:i+8], mlBitFloats[bits[(off+i)/8]][:])
+	}
+	for ; i < len(out); i++ {
+		out[i] = float32(bits[(off+i)/8] >> ((off + i) % 8) & 1)
+	}
+}
+
+// mlNarrow converts numbers to float32.
+func mlNarrow[T int8 | int16 | int32 | int64 | uint8 | uint16 | uint32 | uint64 | float64](dst []float32, vals []T) {
+	for i, v := range vals {
+		dst[i] = float32(v)
+	}
 }
 
 // mlGroupBuckets computes the buckets of row group rg's ids into out,

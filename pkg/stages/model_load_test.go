@@ -233,3 +233,22 @@ func TestSparseOnes(t *testing.T) {
 		t.Errorf("half ones came out sparse")
 	}
 }
+
+func TestMlBitsToFloats(t *testing.T) {
+	bits := []byte{0b10110010, 0b01100111, 0b00000001}
+	for off := range 9 {
+		for n := range 24 - off {
+			out := make([]float32, n)
+			for i := range out {
+				out[i] = 7 // every value must be overwritten
+			}
+			mlBitsToFloats(out, bits, off)
+			for i, v := range out {
+				want := float32(bits[(off+i)/8] >> ((off + i) % 8) & 1)
+				if v != want {
+					t.Fatalf("offset %d, %d values: out[%d] = %v, want %v", off, n, i, v, want)
+				}
+			}
+		}
+	}
+}

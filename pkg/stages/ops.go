@@ -986,38 +986,52 @@ func (m *opsMoments) std() float64 {
 	return math.Sqrt(m.m2 / m.n)
 }
 
-// opsWriter writes record batches on its own goroutine, so encoding and
-// compressing one batch overlaps computing the next.
-type opsWriter struct {
-	ch   chan arrow.RecordBatch
+// opsPipe runs do over the items sent to it, in the order sent, on a
+// goroutine of its own, so that the sender computes the next item
+// meanwhile: encoding and compressing a batch (opsStartWriter), collecting
+// or fitting statistics in order (the same sums as one goroutine would
+// get). Every item is released after do; after do fails, the later items
+// are only released, and finish reports the failure.
+type opsPipe[T any] struct {
+	ch   chan T
 	done chan error
+	err  error
+	open bool
 }
 
-// opsStartWriter starts writing to w; the caller sends batches with send and
-// must call finish.
-func opsStartWriter(w interface {
-	Write(arrow.RecordBatch) error
-}) *opsWriter {
-	ow := &opsWriter{ch: make(chan arrow.RecordBatch, 2), done: make(chan error, 1)}
+func opsStartPipe[T any](do func(T) error, release func(T)) *opsPipe[T] {
+	p := &opsPipe[T]{ch: make(chan T, 2), done: make(chan error, 1), open: true}
 	go func() {
 		var err error
-		for rec := range ow.ch {
+		for v := range p.ch {
 			if err == nil {
-				err = w.Write(rec)
+				err = do(v)
 			}
-			rec.Release()
+			release(v)
 		}
-		ow.done <- err
+		p.done <- err
 	}()
-	return ow
+	return p
 }
 
-// send hands rec (ownership included) to the writer.
-func (ow *opsWriter) send(rec arrow.RecordBatch) { ow.ch <- rec }
+// send hands v (ownership included) to the pipe.
+func (p *opsPipe[T]) send(v T) { p.ch <- v }
 
-// finish waits for every sent batch to be written and returns the first
-// write error.
-func (ow *opsWriter) finish() error {
-	close(ow.ch)
-	return <-ow.done
+// finish waits for every item sent and returns the first error of do;
+// later calls return the same.
+func (p *opsPipe[T]) finish() error {
+	if p.open {
+		p.open = false
+		close(p.ch)
+		p.err = <-p.done
+	}
+	return p.err
+}
+
+// opsStartWriter starts writing record batches to w on a goroutine of its
+// own; the caller sends batches and must call finish.
+func opsStartWriter(w interface {
+	Write(arrow.RecordBatch) error
+}) *opsPipe[arrow.RecordBatch] {
+	return opsStartPipe(w.Write, arrow.RecordBatch.Release)
 }

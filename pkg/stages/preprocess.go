@@ -301,8 +301,12 @@ func (*Preprocess) Run(ctx context.Context, t *Task) error {
 			}
 		}
 	}
-	for _, s := range stats {
-		if err := p.finish(s); err != nil {
+	// Each column's fill value and clip bounds (quantile selections over
+	// millions of values), on all cores.
+	errs := make([]error, len(stats))
+	mlParallelDo(len(stats), mlParallelism(len(stats)), func(_, i int) { errs[i] = p.finish(stats[i]) })
+	for _, err := range errs {
+		if err != nil {
 			return fmt.Errorf("preprocess %s: %w", in, err)
 		}
 	}
@@ -579,6 +583,15 @@ func (p *ppPlan) scan(ctx context.Context, path string, cols []string, online bo
 	if online {
 		ppReserve(stats, opsNumRows(path))
 	}
+	// The statistics of a batch's kept rows are collected in a goroutine
+	// of their own, overlapping the filters and dedupe of the next batch;
+	// batches are collected in order, so the sums are the same.
+	var coll *opsPipe[ppCollectItem]
+	if online && len(stats) > 0 {
+		coll = opsStartPipe(func(it ppCollectItem) error { return ppCollect(it.rec, sc, it.keep, stats) },
+			func(it ppCollectItem) { it.rec.Release() })
+		defer coll.finish()
+	}
 	var keys []*opsKeys
 	for _, k := range p.keys {
 		ok, _ := newOpsKeys(sc.Field(opsIndex(sc, k)).Type)
@@ -663,13 +676,19 @@ func (p *ppPlan) scan(ctx context.Context, path string, cols []string, online bo
 				}
 			}
 		}
-		if online {
-			if err := ppCollect(rec, sc, k, stats); err != nil {
-				return nil, 0, fmt.Errorf("preprocess %s: %w", path, err)
-			}
+		if coll != nil {
+			// k is final for this batch (later batches append to keep,
+			// never write this part again)
+			rec.Retain()
+			coll.send(ppCollectItem{rec, k})
 		}
 		held.add(rec)
 		rows += int64(n)
+	}
+	if coll != nil {
+		if err := coll.finish(); err != nil {
+			return nil, 0, fmt.Errorf("preprocess %s: %w", path, err)
+		}
 	}
 	if rows > math.MaxInt32 && len(keys) > 0 && p.keep != "first" {
 		return nil, 0, fmt.Errorf("preprocess %s: dedupe keep %s supports up to %d rows", path, p.keep, math.MaxInt32)
@@ -736,6 +755,12 @@ func ppReserve(stats []*ppStat, rows int64) {
 }
 
 // ppCollect adds the kept rows of one batch to the statistics.
+// ppCollectItem is a batch whose kept rows' statistics are to be collected.
+type ppCollectItem struct {
+	rec  arrow.RecordBatch // retained by the sender, released by the pipe
+	keep []bool
+}
+
 func ppCollect(rec arrow.RecordBatch, sc *arrow.Schema, keep []bool, stats []*ppStat) error {
 	var f64 []float64
 	var ids []int32
@@ -889,7 +914,7 @@ func (p *ppPlan) transform(ctx context.Context, in, out string, full, outSchema 
 		return 0, err
 	}
 	defer r.Close()
-	w, err := table.CreateWith(out, outSchema, table.Options{Codec: table.LZ4Raw})
+	w, err := table.CreateWith(out, outSchema, table.Options{Codec: table.LZ4Raw, Handoff: table.HandoffFrom(ctx)})
 	if err != nil {
 		return 0, fmt.Errorf("preprocess: create %s: %w", out, err)
 	}

@@ -17,15 +17,24 @@ const BatchRows = 64 * 1024
 
 // Reader streams the record batches of a Parquet table file.
 type Reader struct {
-	f  *os.File
-	rr pqarrow.RecordReader
-	fr *pqarrow.FileReader
+	f   *os.File
+	rr  pqarrow.RecordReader
+	fr  *pqarrow.FileReader
+	mem *memReader // the table given in memory (Handoff), instead of the file
 }
 
 // Open opens the Parquet file at path for streaming in batches of BatchRows.
 // columns, if not nil, limits the read to those columns (others are never
-// decoded).
+// decoded). When ctx's Handoff gives the table at path in memory, the
+// batches come from there, with the same schema and values.
 func Open(ctx context.Context, path string, columns []string) (*Reader, error) {
+	if m := Given(ctx, path); m != nil {
+		mr, err := newMemReader(m, columns, path)
+		if err != nil {
+			return nil, err
+		}
+		return &Reader{mem: mr}, nil
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -65,11 +74,19 @@ func Open(ctx context.Context, path string, columns []string) (*Reader, error) {
 }
 
 // Schema returns the schema of the batches.
-func (r *Reader) Schema() *arrow.Schema { return r.rr.Schema() }
+func (r *Reader) Schema() *arrow.Schema {
+	if r.mem != nil {
+		return r.mem.schema
+	}
+	return r.rr.Schema()
+}
 
 // Next returns the next batch, or nil at the end. The batch is valid until
 // the next call; Retain it to keep it.
 func (r *Reader) Next() (arrow.RecordBatch, error) {
+	if r.mem != nil {
+		return r.mem.next()
+	}
 	if r.rr.Next() {
 		return r.rr.RecordBatch(), nil
 	}
@@ -78,6 +95,10 @@ func (r *Reader) Next() (arrow.RecordBatch, error) {
 
 // Close releases the reader.
 func (r *Reader) Close() error {
+	if r.mem != nil {
+		r.mem.close()
+		return nil
+	}
 	r.rr.Release()
 	return r.f.Close()
 }

@@ -1,14 +1,17 @@
 package table
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -19,6 +22,7 @@ import (
 	"github.com/apache/arrow-go/v18/parquet/file"
 	"github.com/apache/arrow-go/v18/parquet/metadata"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
+	"golang.org/x/sys/unix"
 )
 
 // MaxRowGroup is the most rows a row group of a table file holds.
@@ -41,6 +45,9 @@ type Options struct {
 	NoStats []bool
 	// Codec compresses the pages (zero: Zstd).
 	Codec Codec
+	// Handoff, when it asks for the file (Handoff.Keep), gets the arrays
+	// written, once the file is closed: a kind passes HandoffFrom(ctx).
+	Handoff *Handoff
 }
 
 // Codec is how a table file's pages are compressed.
@@ -76,6 +83,11 @@ type Writer struct {
 	workers int
 	maxRows int // per row group
 
+	keep *keeper // the arrays written, for a Handoff; nil: none kept
+	// cost is how long each column took in the last columns call: the
+	// next call hands the costliest out first, so that no worker is left
+	// with a long column while the others idle.
+	cost   []time.Duration
 	rgw    file.BufferedRowGroupWriter // the open row group, or nil
 	rgRows int
 	closed bool
@@ -158,7 +170,8 @@ func CreateWith(path string, schema *arrow.Schema, opt Options) (*Writer, error)
 	if workers < 1 {
 		workers = runtime.GOMAXPROCS(0)
 	}
-	return &Writer{path: path, f: f, w: w, schema: schema, props: aprops, dict: dict, workers: workers, maxRows: maxRows}, nil
+	return &Writer{path: path, f: f, w: w, schema: schema, props: aprops, dict: dict, workers: workers, maxRows: maxRows,
+		keep: newKeeper(opt.Handoff, path, schema.NumFields())}, nil
 }
 
 // deltaEncoded reports whether a column of type dt is written with
@@ -208,8 +221,10 @@ func (w *Writer) write(rec arrow.RecordBatch) error {
 				a = array.NewSlice(a, int64(off), int64(off+take))
 				defer a.Release()
 			}
+			w.keep.add(c, a)
 			return writeArray(ctx, cw, a, levels)
 		})
+		w.keep.trim()
 		if err != nil {
 			return err
 		}
@@ -268,6 +283,7 @@ func (w *Writer) writeRowGroup(ctx context.Context, rows int, fill func(ctx cont
 				return err
 			}
 			n += a.Len()
+			w.keep.add(c, a)
 			return writeArray(wctx, cw, a, levels)
 		})
 		if err == nil && n != rows {
@@ -275,6 +291,7 @@ func (w *Writer) writeRowGroup(ctx context.Context, rows int, fill func(ctx cont
 		}
 		return err
 	})
+	w.keep.trim()
 	if err != nil {
 		return err
 	}
@@ -286,6 +303,14 @@ func (w *Writer) writeRowGroup(ctx context.Context, rows int, fill func(ctx cont
 // definition-level buffer. The first error wins and stops the others.
 func (w *Writer) columns(ctx context.Context, do func(ctx context.Context, c int, cw file.ColumnChunkWriter, levels *[]int16) error) error {
 	ncol := w.schema.NumFields()
+	if len(w.cost) != ncol {
+		w.cost = make([]time.Duration, ncol)
+	}
+	order := make([]int, ncol)
+	for c := range order {
+		order[c] = c
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(w.cost[b], w.cost[a]) })
 	var (
 		next     atomic.Int64
 		wg       sync.WaitGroup
@@ -300,10 +325,12 @@ func (w *Writer) columns(ctx context.Context, do func(ctx context.Context, c int
 			wctx := pqarrow.NewArrowWriteContext(ctx, &w.props)
 			var levels []int16
 			for !failed.Load() {
-				c := int(next.Add(1) - 1)
-				if c >= ncol {
+				i := int(next.Add(1) - 1)
+				if i >= ncol {
 					return
 				}
+				c := order[i]
+				start := time.Now()
 				err := func() (err error) {
 					defer func() {
 						if p := recover(); p != nil {
@@ -316,6 +343,7 @@ func (w *Writer) columns(ctx context.Context, do func(ctx context.Context, c int
 					}
 					return do(wctx, c, cw, &levels)
 				}()
+				w.cost[c] = time.Since(start) // each column by one worker at a time
 				if err != nil {
 					mu.Lock()
 					if firstErr == nil {
@@ -352,7 +380,16 @@ func (w *Writer) endRowGroup() error {
 	if cerr := rgw.Close(); err == nil {
 		err = cerr
 	}
+	w.writeback()
 	return err
+}
+
+// writeback starts writing the file's dirty pages to disk, without
+// waiting: the cache makes a run's blobs durable with one syncfs at its
+// end (store.Local.Sync), which then finds most of a large table written
+// already, the disk having worked while the stages computed.
+func (w *Writer) writeback() {
+	_ = unix.SyncFileRange(int(w.f.Fd()), 0, 0, unix.SYNC_FILE_RANGE_WRITE)
 }
 
 // writeArray writes a flat array to cw, with its definition levels.
@@ -406,12 +443,20 @@ func (w *Writer) Close() error {
 		err = w.endRowGroup()
 	}
 	w.closed = true
+	w.writeback()                        // before the footer: the file's close flushes that
 	if cerr := w.w.Close(); err == nil { // closes the file too
 		err = cerr
 	}
 	if err != nil {
 		w.f.Close()
+		w.keep.release()
 		return fmt.Errorf("%s: %w", w.path, err)
+	}
+	if w.keep != nil {
+		if m := w.keep.mem(w.path, w.schema); m != nil {
+			w.keep.h.put(w.path, m)
+		}
+		w.keep = nil
 	}
 	return nil
 }
@@ -422,6 +467,8 @@ func (w *Writer) Abort() {
 		return
 	}
 	w.closed = true
+	w.keep.release()
+	w.keep = nil
 	_ = w.w.Close()
 	_ = w.f.Close()
 }
