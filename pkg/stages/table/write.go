@@ -385,9 +385,11 @@ func (w *Writer) endRowGroup() error {
 }
 
 // writeback starts writing the file's dirty pages to disk, without
-// waiting: the cache makes a run's blobs durable with one syncfs at its
-// end (store.Local.Sync), which then finds most of a large table written
-// already, the disk having worked while the stages computed.
+// waiting, so the disk works while the stages compute: a run's closing
+// syncfs (orch run --sync, store.Local.Sync) then finds most of a large
+// table written already (0.26 -> 0.13 s at 3M rows), and without it the
+// kernel is not left a run's tables to write at once. No measurable cost
+// to a run without --sync (3 alternating 3M-row runs each way).
 func (w *Writer) writeback() {
 	_ = unix.SyncFileRange(int(w.f.Fd()), 0, 0, unix.SYNC_FILE_RANGE_WRITE)
 }
