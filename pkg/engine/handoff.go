@@ -44,7 +44,14 @@ type handoffs struct {
 type keptTable struct {
 	digest digest.Digest // of the file the table was written to
 	mem    *table.Mem
-	users  int
+	// from are the outputs ("stage/output") whose bytes these are and
+	// whose readers are counted in users: only their readers are given
+	// the table and count down. Another output with the same bytes (a
+	// command's copy of the file, a HIT) is not among them, and its
+	// readers decode the file: given the table uncounted, one of them
+	// could still be reading it when the counted ones drop it.
+	from  map[string]bool
+	users int
 }
 
 // read yields st's inputs that are upstream outputs kept in memory, with
@@ -61,7 +68,7 @@ func (h *handoffs) read(st *pipeline.Stage, upstream func(string) (map[string]ca
 			if !ok || out.Dir {
 				continue
 			}
-			if kt := h.tables[out.Digest]; kt != nil && !yield(in, kt) {
+			if kt := h.tables[out.Digest]; kt != nil && kt.from[in.Stage+"/"+in.Output] && !yield(in, kt) {
 				return
 			}
 		}
@@ -154,19 +161,25 @@ func (h *handoffs) collect(ctx context.Context, st *pipeline.Stage, th *table.Ha
 		}
 		h.mu.Lock()
 		out, ok := outs[o.Name]
-		users := h.users[st.Name+"/"+o.Name]
+		src := st.Name + "/" + o.Name
+		users := h.users[src]
 		switch kt := h.tables[out.Digest]; {
-		case !ok || out.Dir || users == 0 || h.bytes+m.Bytes() > handoffLimit:
+		case !ok || out.Dir || users == 0:
 			m.Release()
 		case kt != nil:
-			// The same bytes, kept already (an upstream re-run after its
-			// cached output proved corrupt, or another stage that wrote
-			// them): counting users once at worst drops the table early,
-			// never keeps it past the run's need.
-			kt.users = max(kt.users, users)
+			// The same bytes, kept already: from an upstream re-run after
+			// its cached output proved corrupt (the same output, counted
+			// once), or from another built-in output that wrote them,
+			// whose readers are counted in too.
+			if !kt.from[src] {
+				kt.from[src] = true
+				kt.users += users
+			}
+			m.Release()
+		case h.bytes+m.Bytes() > handoffLimit:
 			m.Release()
 		default:
-			h.tables[out.Digest] = &keptTable{digest: out.Digest, mem: m, users: users}
+			h.tables[out.Digest] = &keptTable{digest: out.Digest, mem: m, from: map[string]bool{src: true}, users: users}
 			h.bytes += m.Bytes()
 		}
 		h.mu.Unlock()

@@ -123,3 +123,86 @@ func TestHandoffLifetime(t *testing.T) {
 		t.Errorf("tables still kept after their last reader: %d (%d bytes)", len(h.tables), h.bytes)
 	}
 }
+
+// Readers of the same bytes through another output: e reads cp's copy of
+// a's file (a command's output), so it is not counted among the table's
+// readers and must not be given it (it decodes the file): given it, it
+// could still be reading when b, the one counted reader, is done and the
+// table is dropped (a panic in the reader, found in review). Two built-in
+// outputs with the same bytes count the readers of both.
+func TestHandoffSameBytesOtherOutput(t *testing.T) {
+	ref := func(name, stage string) pipeline.Input {
+		return pipeline.Input{Name: name, Source: stage + ".table", Stage: stage, Output: "table"}
+	}
+	out := []pipeline.Output{{Name: "table", Path: "table"}}
+	p := &pipeline.Pipeline{Stages: map[string]*pipeline.Stage{
+		"a":  {Name: "a", Outputs: out},
+		"a2": {Name: "a2", Outputs: out}, // a built-in stage writing the same bytes
+		"cp": {Name: "cp", Run: "cp", Inputs: []pipeline.Input{ref("t", "a")}, Outputs: out},
+		"b":  {Name: "b", Inputs: []pipeline.Input{ref("table", "a")}},
+		"b2": {Name: "b2", Inputs: []pipeline.Input{ref("table", "a2")}},
+		"e":  {Name: "e", Inputs: []pipeline.Input{ref("table", "cp")}},
+	}}
+	all := map[string]bool{"a": true, "a2": true, "cp": true, "b": true, "b2": true, "e": true}
+	h := newHandoffs(p, all, false)
+	dir := t.TempDir()
+	outs := map[string]map[string]cache.Output{}
+	upstream := func(s string) (map[string]cache.Output, bool) { o, ok := outs[s]; return o, ok }
+	write := func(st string) {
+		t.Helper()
+		d := filepath.Join(dir, st)
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		th := h.task(p.Stages[st], upstream, nil, d)
+		hoWrite(t, th, filepath.Join(d, "table"), 1000)
+		dg, _, err := digest.File(filepath.Join(d, "table"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		outs[st] = map[string]cache.Output{"table": {Digest: dg}}
+		h.collect(t.Context(), p.Stages[st], th, outs[st], d, "", func(string) {})
+	}
+	write("a")
+	outs["cp"] = outs["a"] // cp copied a's file: the same digest
+	if th := h.task(p.Stages["e"], upstream, map[string]string{"table": filepath.Join(dir, "e-in")}, filepath.Join(dir, "e")); th != nil {
+		t.Fatal("e, which reads cp's copy, was given a's table")
+	}
+	write("a2")
+	if n := len(h.tables); n != 1 {
+		t.Fatalf("%d tables kept for one content, want 1", n)
+	}
+	inB2 := filepath.Join(dir, "b2-in")
+	thB2 := h.task(p.Stages["b2"], upstream, map[string]string{"table": inB2}, filepath.Join(dir, "b2"))
+	if thB2 == nil {
+		t.Fatal("b2 not given the table kept for its bytes")
+	}
+	r, err := table.Open(table.WithHandoff(t.Context(), thB2), inB2, nil) // b2 starts reading
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	h.done(p.Stages["b"], upstream) // b is done first: b2 still reads
+	if len(h.tables) != 1 {
+		t.Fatal("the table was dropped while b2, a counted reader, still reads it")
+	}
+	rows := 0
+	for {
+		rec, err := r.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rec == nil {
+			break
+		}
+		rows += int(rec.NumRows())
+	}
+	if rows != 1000 {
+		t.Fatalf("b2 read %d rows, want 1000", rows)
+	}
+	h.done(p.Stages["b2"], upstream)
+	h.done(p.Stages["e"], upstream)
+	if len(h.tables) != 0 || h.bytes != 0 {
+		t.Fatalf("after every reader: %d tables, %d bytes kept", len(h.tables), h.bytes)
+	}
+}
