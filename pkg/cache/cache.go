@@ -283,9 +283,18 @@ func (c *Cache) CopyOver(ctx context.Context, out Output, dst, reuse string) err
 			return fresh()
 		}
 	}
-	fd, err := unix.Open(dst, unix.O_WRONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
-	if errors.Is(err, unix.EACCES) && unix.Chmod(dst, 0o600) == nil {
-		fd, err = unix.Open(dst, unix.O_WRONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+	// O_NONBLOCK: a FIFO a command left under the name would otherwise
+	// block the open until a reader came (ENXIO now, and a fresh copy).
+	const wflags = unix.O_WRONLY | unix.O_CLOEXEC | unix.O_NOFOLLOW | unix.O_NONBLOCK
+	fd, err := unix.Open(dst, wflags, 0)
+	if errors.Is(err, unix.EACCES) {
+		// A read-only spare is made writable only when it is a regular
+		// file of one link: a hard link to a blob (or to anything else)
+		// keeps its mode, and gets a fresh copy.
+		var st unix.Stat_t
+		if unix.Lstat(dst, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG && st.Nlink == 1 && unix.Chmod(dst, 0o600) == nil {
+			fd, err = unix.Open(dst, wflags, 0)
+		}
 	}
 	if err != nil {
 		return fresh()

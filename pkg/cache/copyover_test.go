@@ -4,6 +4,9 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // CopyOver writes an input into a file an earlier stage left: the content
@@ -105,6 +108,27 @@ func TestCopyOver(t *testing.T) {
 		if b, _ := os.ReadFile(target); string(b) != "target" {
 			t.Errorf("written through the symlink: %q", b)
 		}
+	})
+	t.Run("fifo", func(t *testing.T) {
+		// A command replaced its input by a named pipe: opening it to
+		// write must not wait for a reader (found in review: the next
+		// stage's setup hung, deaf to SIGTERM).
+		dst := filepath.Join(in, "data")
+		os.Remove(dst)
+		if err := unix.Mkfifo(dst, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- c.CopyOver(t.Context(), out, dst, dst) }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("CopyOver still blocked opening a FIFO after 30 s")
+		}
+		check(t, dst)
 	})
 	t.Run("no spare", func(t *testing.T) {
 		dst := filepath.Join(in, "fresh")

@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/orch-dev/orch/pkg/cache"
@@ -79,9 +80,10 @@ func (r *runner) execute(ctx context.Context, st *pipeline.Stage, sr *history.St
 		return dag.ErrNotStarted
 	}
 	logPath := filepath.Join(dir, "log")
-	// A reused directory may hold the empty log of the stage before: it is
-	// truncated and written again, not unlinked and created.
-	logf, err := fsx.Open(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND|os.O_TRUNC, 0o644)
+	// A reused directory may hold the empty log of the stage before (putDir
+	// made sure it is a plain file of one link): it is truncated and
+	// written again, not unlinked and created.
+	logf, err := fsx.Open(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND|os.O_TRUNC|syscall.O_NOFOLLOW, 0o644)
 	if err != nil {
 		return r.fail(sr, err)
 	}
@@ -393,6 +395,13 @@ func (r *runner) takeDir() (*attemptDir, error) {
 // of the run. A directory that cannot be emptied is not reused (the run
 // removes it).
 func (r *runner) putDir(ad *attemptDir, attempts int, keepLog bool) {
+	// A command may have replaced in/ by a symlink (and its outN/ and
+	// scratchN/, which fsx.Names refuses to follow): removing or copying
+	// through it would reach outside. Such a directory is not reused; the
+	// end of the run removes it without following links.
+	if !realDir(filepath.Join(ad.path, "in")) {
+		return
+	}
 	for _, d := range ad.inDirs {
 		if cache.RemoveAll(filepath.Join(ad.path, "in", d)) != nil {
 			return
@@ -414,8 +423,11 @@ func (r *runner) putDir(ad *attemptDir, attempts int, keepLog bool) {
 			}
 		}
 	}
-	if !keepLog {
-		if err := os.Remove(filepath.Join(ad.path, "log")); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	// The log is kept only as the empty plain file orch made: one a
+	// command replaced by a link to another file would have the next
+	// stage's log truncate that file.
+	if logf := filepath.Join(ad.path, "log"); !keepLog || !plainFile(logf) {
+		if err := os.Remove(logf); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return
 		}
 	}
@@ -424,7 +436,22 @@ func (r *runner) putDir(ad *attemptDir, attempts int, keepLog bool) {
 	r.dirsMu.Unlock()
 }
 
-// emptyDir removes what dir holds, keeping dir.
+// realDir reports whether path is a directory itself, not a symlink to
+// one; a path that does not exist counts (nothing to follow).
+func realDir(path string) bool {
+	var st syscall.Stat_t
+	err := syscall.Lstat(path, &st)
+	return errors.Is(err, syscall.ENOENT) || err == nil && st.Mode&syscall.S_IFMT == syscall.S_IFDIR
+}
+
+// plainFile reports whether path is an empty regular file of one link.
+func plainFile(path string) bool {
+	var st syscall.Stat_t
+	return syscall.Lstat(path, &st) == nil && st.Mode&syscall.S_IFMT == syscall.S_IFREG && st.Nlink == 1 && st.Size == 0
+}
+
+// emptyDir removes what dir holds, keeping dir; it does not follow a
+// symlink at dir (an error: the directory is not reused).
 func emptyDir(dir string) error {
 	names, err := fsx.Names(dir)
 	if err != nil {

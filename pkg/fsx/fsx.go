@@ -88,12 +88,13 @@ func ReadFile(path string) ([]byte, error) {
 
 var direntBufs = sync.Pool{New: func() any { b := make([]byte, 8192); return &b }}
 
-// Names returns the names in directory dir, but "." and "..", unsorted:
+// Names returns the names in directory dir, but "." and "..", unsorted (a
+// symlink at dir is an error, not followed):
 // open, getdents64 to the end, close. os.ReadDir does the same calls and
 // besides builds and sorts a DirEntry per name; orch asks this of two empty
 // directories per stage.
 func Names(dir string) ([]string, error) {
-	fd, err := open(dir, os.O_RDONLY|unix.O_DIRECTORY, 0)
+	fd, err := open(dir, os.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
 	if err != nil {
 		return nil, &fs.PathError{Op: "open", Path: dir, Err: err}
 	}

@@ -107,6 +107,13 @@ func TestNames(t *testing.T) {
 	if _, err := Names(filepath.Join(dir, "a b")); err == nil {
 		t.Errorf("Names of a regular file succeeded")
 	}
+	link := filepath.Join(t.TempDir(), "link")
+	if err := os.Symlink(dir, link); err != nil {
+		t.Fatal(err)
+	}
+	if names, err := Names(link); err == nil {
+		t.Errorf("Names followed a symlink to a directory: %d names", len(names))
+	}
 	if _, err := Names(filepath.Join(dir, "missing")); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("Names of a missing directory: %v, want fs.ErrNotExist", err)
 	}
