@@ -372,8 +372,8 @@ func (c *Cache) buildMode(ctx context.Context, out Output, dst string, copies bo
 }
 
 // Linked reports whether dst already holds out, reading no content: for a
-// file, dst is the very inode of its local blob; for a directory, the marker
-// Restore left beside it names out's Tree.
+// file, dst is the very inode of its local blob, of out's size; for a
+// directory, the marker Restore left beside it names out's Tree.
 func (c *Cache) Linked(out Output, dst string) bool {
 	if out.Dir {
 		b, err := os.ReadFile(dirMarker(dst))
@@ -383,7 +383,9 @@ func (c *Cache) Linked(out Output, dst string) bool {
 		return c.linkedTree(out.Digest, dst)
 	}
 	a, err := os.Lstat(dst)
-	if err != nil || !a.Mode().IsRegular() {
+	if err != nil || !a.Mode().IsRegular() || a.Size() != out.Size {
+		// The size costs nothing to check and catches a blob that a
+		// crash left short or empty (written back after its record).
 		return false
 	}
 	b, err := os.Stat(c.Local.BlobPath(out.Digest))
@@ -429,7 +431,7 @@ func (c *Cache) linkedTree(d digest.Digest, dst string) bool {
 			return nil
 		}
 		bl, err := os.Stat(c.Local.BlobPath(e.Digest))
-		if err != nil || !os.SameFile(a, bl) {
+		if err != nil || !os.SameFile(a, bl) || a.Size() != e.Size {
 			return errMismatch
 		}
 		return nil
