@@ -140,21 +140,42 @@ func (k *Deploy) Run(_ context.Context, t *Task) error {
 		return fmt.Errorf("release directory %s: %w", root, err)
 	}
 	final := filepath.Join(root, rel.Version)
-	if _, err := os.Stat(final); err == nil {
+	_, statErr := os.Stat(final)
+	switch {
+	case statErr == nil && releaseIntact(final, d):
 		fmt.Fprintf(t.Log, "deploy: %s already published (model %s)\n", rel.Version, d.Short())
-	} else {
+	default:
+		if statErr == nil {
+			// Published once, but its files are not the model any more
+			// (cut short by a crash, or edited): moved aside and
+			// published again.
+			broken := filepath.Join(root, fmt.Sprintf(".broken-%s-%d", rel.Version, k.now().UnixNano()))
+			if err := os.Rename(final, broken); err != nil {
+				return fmt.Errorf("move aside damaged release %s: %w", final, err)
+			}
+			defer os.RemoveAll(broken)
+			fmt.Fprintf(t.Log, "deploy: %s was published but its model.json is not model %s; publishing it again\n", rel.Version, d.Short())
+		}
 		tmp, err := os.MkdirTemp(root, ".publish-*")
 		if err != nil {
 			return err
 		}
 		defer os.RemoveAll(tmp)
+		// A release is what serving reads: its files are on disk before
+		// the rename makes it visible, and the rename before latest moves.
 		for name, b := range map[string][]byte{"model.json": model, "report.json": report, "release.json": relJSON} {
-			if err := os.WriteFile(filepath.Join(tmp, name), b, 0o444); err != nil {
+			if err := writeSynced(filepath.Join(tmp, name), b, 0o444); err != nil {
 				return err
 			}
 		}
+		if err := syncDir(tmp); err != nil {
+			return err
+		}
 		if err := os.Rename(tmp, final); err != nil {
 			return fmt.Errorf("publish %s: %w", final, err)
+		}
+		if err := syncDir(root); err != nil {
+			return err
 		}
 		if err := appendHistory(root, historyLine{Time: rel.Published, Action: "publish", Version: rel.Version}); err != nil {
 			return err
@@ -169,6 +190,47 @@ func (k *Deploy) Run(_ context.Context, t *Task) error {
 	}
 	fmt.Fprintf(t.Log, "deploy: latest → %s\n", rel.Version)
 	return nil
+}
+
+// releaseIntact reports whether the release directory dir holds model d
+// and a release.json that parses.
+func releaseIntact(dir string, d digest.Digest) bool {
+	m, err := os.ReadFile(filepath.Join(dir, "model.json"))
+	if err != nil || digest.Bytes(m) != d {
+		return false
+	}
+	var rel Release
+	b, err := os.ReadFile(filepath.Join(dir, "release.json"))
+	return err == nil && json.Unmarshal(b, &rel) == nil && rel.Model == d.String()
+}
+
+// writeSynced writes b to a new file at path and flushes it to disk.
+func writeSynced(path string, b []byte, perm os.FileMode) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, perm)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// syncDir flushes directory dir's entries to disk.
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // topNumbers returns the top-level numeric fields of a JSON report.
@@ -198,7 +260,7 @@ func pointLatest(root, version string) error {
 		os.Remove(tmp)
 		return fmt.Errorf("move latest pointer: %w", err)
 	}
-	return nil
+	return syncDir(root)
 }
 
 func appendHistory(root string, l historyLine) error {
@@ -208,6 +270,9 @@ func appendHistory(root string, l historyLine) error {
 	}
 	b, _ := json.Marshal(l)
 	_, err = f.Write(append(b, '\n'))
+	if err == nil {
+		err = f.Sync()
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
