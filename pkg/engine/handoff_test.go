@@ -41,15 +41,19 @@ func hoWrite(t *testing.T, th *table.Handoff, path string, n int) {
 	}
 }
 
+// hoRef is input name reading stage's output "table"; hoOut declares it.
+func hoRef(name, stage string) pipeline.Input {
+	return pipeline.Input{Name: name, Source: stage + ".table", Stage: stage, Output: "table"}
+}
+
+var hoOut = []pipeline.Output{{Name: "table", Path: "table"}}
+
 // A table is kept for the built-in stages of the run that read it, given
 // to them by the digest of the output they read, and dropped when the last
 // of them is done; a command stage's reads count for nothing, and a stage
 // whose input has other bytes is given nothing.
 func TestHandoffLifetime(t *testing.T) {
-	ref := func(name, stage string) pipeline.Input {
-		return pipeline.Input{Name: name, Source: stage + ".table", Stage: stage, Output: "table"}
-	}
-	out := []pipeline.Output{{Name: "table", Path: "table"}}
+	ref, out := hoRef, hoOut
 	p := &pipeline.Pipeline{Stages: map[string]*pipeline.Stage{
 		"a":   {Name: "a", Outputs: out},
 		"b":   {Name: "b", Inputs: []pipeline.Input{ref("table", "a")}, Outputs: out},
@@ -131,10 +135,7 @@ func TestHandoffLifetime(t *testing.T) {
 // table is dropped (a panic in the reader, found in review). Two built-in
 // outputs with the same bytes count the readers of both.
 func TestHandoffSameBytesOtherOutput(t *testing.T) {
-	ref := func(name, stage string) pipeline.Input {
-		return pipeline.Input{Name: name, Source: stage + ".table", Stage: stage, Output: "table"}
-	}
-	out := []pipeline.Output{{Name: "table", Path: "table"}}
+	ref, out := hoRef, hoOut
 	p := &pipeline.Pipeline{Stages: map[string]*pipeline.Stage{
 		"a":  {Name: "a", Outputs: out},
 		"a2": {Name: "a2", Outputs: out}, // a built-in stage writing the same bytes
