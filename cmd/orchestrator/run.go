@@ -53,6 +53,7 @@ those stages and everything upstream of them.` + "\n" + exitCodesHelp,
 				return err
 			}
 			defer e.Close()
+			e.History.NoSync = !f.sync // the history is as durable as the cache
 			pr := newProgress(c.OutOrStdout(), len(p.Stages))
 			started := time.Now()
 			res, err := e.Run(c.Context(), p, engine.RunOptions{
