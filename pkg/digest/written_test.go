@@ -20,22 +20,34 @@ func statID(t *testing.T, path string) FileID {
 	return FileIDOf(&st)
 }
 
-// A FileWriter's digest is the file's, remembered under the file's state
-// and recalled once.
-func TestFileWriterRemembers(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "f")
+// create creates path and returns it with a FileWriter over it.
+func create(t *testing.T, path string) (*os.File, *FileWriter) {
+	t.Helper()
 	f, err := os.Create(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := NewFileWriter(f)
+	return f, NewFileWriter(f)
+}
+
+// write writes p through w.
+func write(t *testing.T, w *FileWriter, p []byte) {
+	t.Helper()
+	if _, err := w.Write(p); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A FileWriter's digest is the file's, remembered under the file's state
+// and recalled once.
+func TestFileWriterRemembers(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "f")
+	_, w := create(t, path)
 	var want bytes.Buffer
 	for i := range 7 { // pieces larger and smaller than a hashing chunk
 		p := bytes.Repeat([]byte{byte(i), byte(i * 7)}, (i*hashChunk)/3+5)
 		want.Write(p)
-		if _, err := w.Write(p); err != nil {
-			t.Fatal(err)
-		}
+		write(t, w, p)
 	}
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
@@ -61,14 +73,8 @@ func TestFileWriterRemembers(t *testing.T) {
 // nothing is recalled for it, and the cache hashes it.
 func TestFileWriterChangedFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "f")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := NewFileWriter(f)
-	if _, err := w.Write([]byte("hello")); err != nil {
-		t.Fatal(err)
-	}
+	_, w := create(t, path)
+	write(t, w, []byte("hello"))
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -91,14 +97,8 @@ func TestFileWriterChangedFile(t *testing.T) {
 // hashed) gets no digest.
 func TestFileWriterBypassed(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "f")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := NewFileWriter(f)
-	if _, err := w.Write([]byte("hello")); err != nil {
-		t.Fatal(err)
-	}
+	f, w := create(t, path)
+	write(t, w, []byte("hello"))
 	if _, err := f.Write([]byte("!")); err != nil {
 		t.Fatal(err)
 	}
