@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/orch-dev/orch/pkg/digest"
 	"github.com/orch-dev/orch/pkg/store"
 )
@@ -777,5 +779,40 @@ func TestReadBlobTail(t *testing.T) {
 	}
 	if _, _, err := e.cache().ReadBlobTail(t.Context(), digest.String("absent"), 10); !store.IsNotFound(err) {
 		t.Errorf("missing blob: %v, want not found", err)
+	}
+}
+
+// An output whose digest orch's writer remembered while writing it is
+// collected under that digest without reading it; ORCH_DIGEST=verify
+// (verifyWritten) hashes it anyway and refuses a digest that is not the
+// file's.
+func TestCollectRemembered(t *testing.T) {
+	e := newEnv(t)
+	c := e.cache()
+	stat := func(p string) digest.FileID {
+		var st unix.Stat_t
+		if err := unix.Stat(p, &st); err != nil {
+			t.Fatal(err)
+		}
+		return digest.FileIDOf(&st)
+	}
+	src := e.path("stage/out/table")
+	writeAt(t, src, "columns", past)
+	digest.Remember(stat(src), digest.String("columns"))
+	if out, _ := collect(t, c, src); out.Digest != digest.String("columns") || out.Size != 7 {
+		t.Errorf("Collect = %+v", out)
+	}
+
+	src = e.path("stage/out2/table")
+	writeAt(t, src, "columns!", past)
+	wrong := digest.String("something else")
+	digest.Remember(stat(src), wrong)
+	verifyWritten = true
+	defer func() { verifyWritten = false }()
+	if _, _, err := c.Collect(t.Context(), src); err == nil || !strings.Contains(err.Error(), "ORCH_DIGEST=verify") {
+		t.Fatalf("Collect of a file remembered with a wrong digest, verifying: %v", err)
+	}
+	if _, err := e.local.StatBlob(t.Context(), wrong); err == nil {
+		t.Error("the wrong digest entered the store")
 	}
 }

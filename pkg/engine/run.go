@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -227,12 +228,21 @@ func (e *Engine) Run(ctx context.Context, p *pipeline.Pipeline, opts RunOptions)
 			run.Stages = append(run.Stages, history.StageRun{Name: n})
 		}
 	}
-	begin := e.History.PutRun
+	// The run is stored as running before its stages start, by the Begin
+	// hook; without one, while they start: the first write of a fresh
+	// workspace creates history.db and bbolt syncs it to disk (0.14 s
+	// behind another program's write-back). FinishRun waits for it; a
+	// failed write fails the run at the end.
+	begun := make(chan error, 1)
 	if opts.Begin != nil {
-		begin = opts.Begin
-	}
-	if err := begin(run); err != nil {
-		return nil, err
+		if err := opts.Begin(run); err != nil {
+			return nil, err
+		}
+		begun <- nil
+	} else {
+		first := *run
+		first.Stages = slices.Clone(run.Stages)
+		go func() { begun <- e.History.PutRun(&first) }()
 	}
 
 	results := p.Graph.Walk(ctx, chosen, opts.KeepGoing, func(ctx context.Context, name string) error {
@@ -283,6 +293,9 @@ func (e *Engine) Run(ctx context.Context, p *pipeline.Pipeline, opts RunOptions)
 		if err := e.Local.Sync(); err != nil {
 			r.emit(Event{Type: EvWarn, Reason: fmt.Sprintf("sync cache: %v", err)})
 		}
+	}
+	if err := <-begun; err != nil {
+		return res, err
 	}
 	if err := e.History.FinishRun(run); err != nil {
 		return res, err

@@ -23,6 +23,8 @@ import (
 	"github.com/apache/arrow-go/v18/parquet/metadata"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 	"golang.org/x/sys/unix"
+
+	"github.com/orch-dev/orch/pkg/digest"
 )
 
 // MaxRowGroup is the most rows a row group of a table file holds.
@@ -161,9 +163,12 @@ func CreateWith(path string, schema *arrow.Schema, opt Options) (*Writer, error)
 	if err != nil {
 		return nil, err
 	}
-	w, err := file.NewParquetWriterWithError(f, pqschema.Root(), file.WithWriterProps(props), file.WithWriteMetadata(meta))
+	// The file's digest is computed as it is written: the engine
+	// collecting it into the cache need not read it again.
+	sink := digest.NewFileWriter(f)
+	w, err := file.NewParquetWriterWithError(sink, pqschema.Root(), file.WithWriterProps(props), file.WithWriteMetadata(meta))
 	if err != nil {
-		f.Close()
+		sink.Close()
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	workers := opt.Workers

@@ -19,6 +19,9 @@ import (
 	"github.com/apache/arrow-go/v18/parquet/compress"
 	"github.com/apache/arrow-go/v18/parquet/file"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
+	"golang.org/x/sys/unix"
+
+	"github.com/orch-dev/orch/pkg/digest"
 )
 
 // wtSchema has every type the kinds write: narrow ints, floats with nulls,
@@ -391,5 +394,34 @@ func TestWriterCodec(t *testing.T) {
 	wtEqual(t, filepath.Join(dir, compress.Codecs.Lz4Raw.String()), filepath.Join(dir, compress.Codecs.Zstd.String()))
 	if _, err := CreateWith(filepath.Join(dir, "bad"), wtSchema, Options{Codec: 99}); err == nil || !strings.Contains(err.Error(), "unknown codec") {
 		t.Errorf("codec 99: %v, want an unknown-codec error", err)
+	}
+}
+
+// A table file's digest is computed as it is written, and remembered for
+// the cache under the file's state: it is the digest of the file's bytes.
+func TestWriterDigest(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	recs := []arrow.RecordBatch{wtBatch(r, 0, 1500), wtBatch(r, 1500, 700)}
+	defer func() {
+		for _, rec := range recs {
+			rec.Release()
+		}
+	}()
+	path := filepath.Join(t.TempDir(), "t")
+	wtWrite(t, path, wtSchema, recs, Options{RowGroupRows: 1000})
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	got, ok := digest.Recall(digest.FileIDOf(&st))
+	if !ok {
+		t.Fatal("no digest remembered for the table file")
+	}
+	want, _, err := digest.File(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != want {
+		t.Fatalf("digest computed while writing %s, the file's %s", got.Short(), want.Short())
 	}
 }
