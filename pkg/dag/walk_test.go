@@ -295,12 +295,18 @@ func TestWalkCancel(t *testing.T) {
 		defer cancel()
 		var r recorder
 		var seenCtx context.Context
+		// b cancels only once d has started (b and d are ready together
+		// after a; without the wait, whichever goroutine ran first decided
+		// whether d started at all: a flake in CI).
+		dStarted := make(chan struct{})
 		res := g.Walk(ctx, nil, false, r.fn(func(fctx context.Context, id string) error {
 			if id == "b" {
+				<-dStarted
 				seenCtx = fctx
 				cancel()
 			}
 			if id == "d" {
+				close(dStarted)
 				synctest.Wait() // b has cancelled and been reported
 			}
 			return nil
