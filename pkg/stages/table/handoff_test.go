@@ -90,21 +90,7 @@ func TestHandoffMatchesDecoding(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, g := range [][]arrow.RecordBatch{recs[:2], recs[2:]} {
-		rows := 0
-		for _, rec := range g {
-			rows += int(rec.NumRows())
-		}
-		err := w.WriteRowGroup(t.Context(), rows, func(_ context.Context, c int, put func(arrow.Array) error) error {
-			for _, rec := range g {
-				if err := put(rec.Column(c)); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
+		wtGroup(t, w, g)
 	}
 	if err := w.Close(); err != nil {
 		t.Fatal(err)

@@ -182,6 +182,27 @@ func TestWriterMatchesPqarrow(t *testing.T) {
 	}
 }
 
+// wtGroup writes recs as one row group through WriteRowGroup, each column
+// put as one array per batch.
+func wtGroup(t *testing.T, w *Writer, recs []arrow.RecordBatch) {
+	t.Helper()
+	rows := 0
+	for _, rec := range recs {
+		rows += int(rec.NumRows())
+	}
+	err := w.WriteRowGroup(t.Context(), rows, func(_ context.Context, c int, put func(arrow.Array) error) error {
+		for _, rec := range recs {
+			if err := put(rec.Column(c)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 // WriteRowGroup fills each column from its own producer; the file matches
 // one written batch by batch; a producer that gives the wrong row count or
 // fails is reported with the column's name.
@@ -196,17 +217,7 @@ func TestWriterRowGroup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = w.WriteRowGroup(t.Context(), 1000, func(_ context.Context, c int, put func(arrow.Array) error) error {
-		for _, p := range parts {
-			if err := put(p.Column(c)); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	wtGroup(t, w, parts)
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
