@@ -145,17 +145,6 @@ func (k *Deploy) Run(_ context.Context, t *Task) error {
 	case statErr == nil && releaseIntact(final, d):
 		fmt.Fprintf(t.Log, "deploy: %s already published (model %s)\n", rel.Version, d.Short())
 	default:
-		if statErr == nil {
-			// Published once, but its files are not the model any more
-			// (cut short by a crash, or edited): moved aside and
-			// published again.
-			broken := filepath.Join(root, fmt.Sprintf(".broken-%s-%d", rel.Version, k.now().UnixNano()))
-			if err := os.Rename(final, broken); err != nil {
-				return fmt.Errorf("move aside damaged release %s: %w", final, err)
-			}
-			defer os.RemoveAll(broken)
-			fmt.Fprintf(t.Log, "deploy: %s was published but its model.json is not model %s; publishing it again\n", rel.Version, d.Short())
-		}
 		tmp, err := os.MkdirTemp(root, ".publish-*")
 		if err != nil {
 			return err
@@ -171,8 +160,26 @@ func (k *Deploy) Run(_ context.Context, t *Task) error {
 		if err := syncDir(tmp); err != nil {
 			return err
 		}
+		broken := ""
+		if statErr == nil {
+			// Published once, but its files are not the model any more
+			// (cut short by a crash, or edited): moved aside, once the
+			// new copy is ready, and put back if that cannot take its
+			// place.
+			broken = filepath.Join(root, fmt.Sprintf(".broken-%s-%d", rel.Version, k.now().UnixNano()))
+			if err := os.Rename(final, broken); err != nil {
+				return fmt.Errorf("move aside damaged release %s: %w", final, err)
+			}
+			fmt.Fprintf(t.Log, "deploy: %s was published but its model.json is not model %s; publishing it again\n", rel.Version, d.Short())
+		}
 		if err := os.Rename(tmp, final); err != nil {
+			if broken != "" {
+				_ = os.Rename(broken, final)
+			}
 			return fmt.Errorf("publish %s: %w", final, err)
+		}
+		if broken != "" {
+			_ = os.RemoveAll(broken)
 		}
 		if err := syncDir(root); err != nil {
 			return err
