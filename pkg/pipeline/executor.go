@@ -3,6 +3,7 @@ package pipeline
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -92,6 +93,30 @@ func sbatchName(f string) string {
 	return name
 }
 
+// sbatchLong returns the long options orch sets or refuses that name
+// abbreviates, as sbatch's getopt_long reads an unambiguous prefix
+// ("--arr=0-3" is --array): none for an exact or unrelated name.
+func sbatchLong(name string) []string {
+	if len(name) < 3 || !strings.HasPrefix(name, "--") {
+		return nil
+	}
+	_, owned := sbatchOwned[name]
+	_, tracking := sbatchTracking[name]
+	if owned || tracking {
+		return nil
+	}
+	var full []string
+	for _, m := range []map[string]string{sbatchOwned, sbatchTracking} {
+		for k := range m {
+			if strings.HasPrefix(k, name) {
+				full = append(full, k)
+			}
+		}
+	}
+	slices.Sort(full)
+	return full
+}
+
 // executorName reads an `executor:` value.
 func (l *loader) executorName(v *yaml.Node) string {
 	s, ok := l.str(v, "executor")
@@ -178,16 +203,24 @@ func (l *loader) resources(n *yaml.Node) Resources {
 					l.errAt(f, "resources.sbatch: %q is not an sbatch option (write --name=value)", f.Value)
 					continue
 				}
+				shown := name
+				switch full := sbatchLong(name); {
+				case len(full) == 1:
+					shown, name = name+" (an abbreviation of "+full[0]+")", full[0]
+				case len(full) > 1:
+					l.errAt(f, "resources.sbatch: %s abbreviates %s, which orch sets or refuses", name, strings.Join(full, " and "))
+					continue
+				}
 				if instead, owned := sbatchOwned[name]; owned {
 					if instead != "" {
-						l.errAt(f, "resources.sbatch: %s is set by orch from resources.%s; set that instead", name, instead)
+						l.errAt(f, "resources.sbatch: %s is set by orch from resources.%s; set that instead", shown, instead)
 					} else {
-						l.errAt(f, "resources.sbatch: %s is set by orch itself", name)
+						l.errAt(f, "resources.sbatch: %s is set by orch itself", shown)
 					}
 					continue
 				}
 				if why, ok := sbatchTracking[name]; ok {
-					l.errAt(f, "resources.sbatch: %s %s; orch cannot track such a job", name, why)
+					l.errAt(f, "resources.sbatch: %s %s; orch cannot track such a job", shown, why)
 					continue
 				}
 				r.Sbatch = append(r.Sbatch, f.Value)

@@ -172,6 +172,12 @@ stages:
         - -o/tmp/x
         - --qos=high
         - -q high
+        - --arr=0-3
+        - --dep afterok:1
+        - --w
+        - --out=/tmp/x
+        - --mem-per-cpu=2G
+        - --qo=high
 `
 	got := render(t, parseErrs(t, src, nil))
 	for i, want := range []string{
@@ -184,13 +190,17 @@ stages:
 		`pipeline.yaml:13:11: resources.sbatch: --dependency makes the job wait for other jobs`,
 		`pipeline.yaml:14:11: resources.sbatch: -d makes the job wait for other jobs`,
 		`pipeline.yaml:15:11: resources.sbatch: -o is set by orch itself`,
-		"9 problems",
+		`pipeline.yaml:18:11: resources.sbatch: --arr (an abbreviation of --array) makes a job array`,
+		`pipeline.yaml:19:11: resources.sbatch: --dep (an abbreviation of --dependency) makes the job wait`,
+		`pipeline.yaml:20:11: resources.sbatch: --w abbreviates --wait and --wrap, which orch sets or refuses`,
+		`pipeline.yaml:21:11: resources.sbatch: --out (an abbreviation of --output) is set by orch itself`,
+		"13 problems",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("%d: errors lack %q:\n%s", i, want, got)
 		}
 	}
-	if strings.Contains(got, "qos") || strings.Contains(got, "-q") {
-		t.Errorf("--qos and -q are refused:\n%s", got)
+	if strings.Contains(got, "qo") || strings.Contains(got, "-q") || strings.Contains(got, "mem-per-cpu") {
+		t.Errorf("--qos, --qo, -q or --mem-per-cpu are refused:\n%s", got)
 	}
 }
