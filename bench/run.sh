@@ -171,8 +171,13 @@ outputs() {
 DIR=$WORK/N$N
 RES=$DIR/times.txt
 CHECKS=$DIR/checks.txt
-chmod -R u+w "$DIR" 2>/dev/null || true
-rm -rf "$DIR"
+# The last sitting's files are moved aside now and deleted after this
+# sitting's timed runs (why: below, at TRASH).
+OLD=""
+if [ -e "$DIR" ]; then
+	OLD=$WORK/old-N$N.$(date +%s%N)
+	mv "$DIR" "$OLD"
+fi
 mkdir -p "$DIR"
 : >"$RES"
 : >"$CHECKS"
@@ -251,8 +256,8 @@ if has_tool make && has_tool orch && [ "$PAIRS" -gt 0 ]; then
 	done
 fi
 
-chmod -R u+w "$TRASH" 2>/dev/null || true
-rm -rf "$TRASH"
+chmod -R u+w "$TRASH" ${OLD:+"$OLD"} 2>/dev/null || true
+rm -rf "$TRASH" ${OLD:+"$OLD"}
 
 # --- report --------------------------------------------------------------------
 fmt_s() { # seconds -> "12 ms" / "3.80 s"

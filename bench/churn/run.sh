@@ -100,7 +100,15 @@ timed() {
 	fi
 }
 
-fresh() { rm -rf "$1" && mkdir -p "$1" && cp "$PIPE" "$1/churn-csv.yaml"; }
+# A used workspace is moved aside and deleted after the last timed command:
+# deleting hundreds of MB (this VM's ext4 is mounted with discard) and
+# thousands of inodes right before a run slows the run's own file creation
+# (see bench/run.sh).
+TRASH=$WORK/trash
+fresh() {
+	if [ -e "$1" ]; then mkdir -p "$TRASH" && mv "$1" "$TRASH/$(basename "$1").$(date +%s%N)"; fi
+	mkdir -p "$1" && cp "$PIPE" "$1/churn-csv.yaml"
+}
 
 run_tool() {
 	local tool=$1 r=$2 ws=$WORK/ws/$1
@@ -150,6 +158,8 @@ if [[ " $TOOLS " == *" orch-full "* ]]; then
 	timed orch-plan-edit 1 "$ws" "$ORCH_BIN" plan churn-csv.yaml -p "csv=$CSV" -p l2=0.5
 	timed orch-edit 1 "$ws" "$ORCH_BIN" run churn-csv.yaml -p "csv=$CSV" -p l2=0.5
 fi
+
+rm -rf "$TRASH"
 
 {
 	echo "churn benchmark: $ROWS rows, $RUNS rounds, $(nproc) cores, load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
