@@ -9,7 +9,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"time"
 
@@ -27,8 +26,7 @@ import (
 //	ROOT/locks/keys             per-key advisory locks: one byte each
 //	                            (open-file-description locks, fcntl(2))
 //
-// Every write goes to a temp file in ROOT/tmp and is renamed into place (a new
-// record: an unnamed file in its directory, linked into place), so a
+// Every write goes to a temp file in ROOT/tmp and is renamed into place, so a
 // reader, or a process killed mid-write, never leaves a partial entry. Writes
 // are not fsynced one by one: Sync flushes the whole file system once, at the
 // end of a run. After a power loss a torn blob is caught by verification on
@@ -253,17 +251,6 @@ func (l *Local) GetRecord(_ context.Context, key digest.Digest) ([]byte, error) 
 
 // PutRecord implements Store.
 func (l *Local) PutRecord(_ context.Context, key digest.Digest, data []byte) error {
-	// A new record is written unnamed in its own directory and linked into
-	// place once whole: one inode and one directory entry, where a temp
-	// file renamed across directories costs a second entry and the file
-	// system's rename lock. An existing record (a forced rerun, a repair)
-	// is replaced through a temp file and rename, as everywhere else.
-	switch err := linkNew(l.recordPath(key), data); {
-	case err == nil:
-		return nil
-	case !errors.Is(err, errNoTmpfile) && !errors.Is(err, fs.ErrExist):
-		return fmt.Errorf("put record %s: %w", key.Short(), err)
-	}
 	tmp, err := fsx.CreateTemp(filepath.Join(l.root, "tmp"), "record-*")
 	if err != nil {
 		return fmt.Errorf("put record %s: %w", key.Short(), err)
@@ -280,59 +267,6 @@ func (l *Local) PutRecord(_ context.Context, key digest.Digest, data []byte) err
 		return fmt.Errorf("put record %s: %w", key.Short(), err)
 	}
 	return nil
-}
-
-// errNoTmpfile: the file system cannot make unnamed files (O_TMPFILE) or
-// link them by /proc/self/fd; the caller writes a temp file instead.
-var errNoTmpfile = errors.New("no O_TMPFILE")
-
-// linkNew creates final with data, all at once for a reader: the bytes go
-// to an unnamed file in final's directory (created if missing), which is
-// then linked as final. fs.ErrExist if final exists.
-func linkNew(final string, data []byte) error {
-	dir := filepath.Dir(final)
-	fd, err := openTmpfile(dir)
-	if errors.Is(err, unix.ENOENT) {
-		if err = os.MkdirAll(dir, 0o755); err == nil {
-			fd, err = openTmpfile(dir)
-		}
-	}
-	switch {
-	case errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EISDIR) || errors.Is(err, unix.EINVAL):
-		return errNoTmpfile
-	case err != nil:
-		return &fs.PathError{Op: "open", Path: dir, Err: err}
-	}
-	defer unix.Close(fd)
-	for b := data; len(b) > 0; {
-		n, err := unix.Write(fd, b)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return &fs.PathError{Op: "write", Path: final, Err: err}
-		}
-		b = b[n:]
-	}
-	err = unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(fd), unix.AT_FDCWD, final, unix.AT_SYMLINK_FOLLOW)
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, unix.EEXIST):
-		return &fs.PathError{Op: "link", Path: final, Err: fs.ErrExist}
-	case errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EPERM) || errors.Is(err, unix.EXDEV):
-		return errNoTmpfile // no /proc, or a file system that refuses the link
-	}
-	return &os.LinkError{Op: "link", Old: "(unnamed)", New: final, Err: err}
-}
-
-func openTmpfile(dir string) (int, error) {
-	for {
-		fd, err := unix.Open(dir, unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
-		if err != unix.EINTR {
-			return fd, err
-		}
-	}
 }
 
 // DeleteRecord implements Store.
