@@ -27,6 +27,7 @@ import (
 
 	"github.com/orch-dev/orch/pkg/cache"
 	"github.com/orch-dev/orch/pkg/digest"
+	"github.com/orch-dev/orch/pkg/fsx"
 	"github.com/orch-dev/orch/pkg/history"
 	"github.com/orch-dev/orch/pkg/pipeline"
 	"github.com/orch-dev/orch/pkg/stages"
@@ -87,7 +88,7 @@ func Open(opts Options) (*Engine, error) {
 	if opts.StateDir != "" {
 		state = opts.StateDir
 	}
-	if err := os.MkdirAll(state, 0o755); err != nil {
+	if err := fsx.MkdirTop(state, 0o755); err != nil {
 		return nil, fmt.Errorf("state directory: %w", err)
 	}
 	dir := opts.CacheDir
