@@ -577,6 +577,7 @@ func newOpsKeys(dt arrow.DataType) (*opsKeys, error) {
 func (k *opsKeys) reserve(n int) {
 	if k.isInt && n > 0 {
 		k.ints.reserve(n)
+		k.nums = slices.Grow(k.nums, n)
 	}
 }
 
