@@ -10,6 +10,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -112,6 +113,36 @@ type featPlan struct {
 	slots []featSlot
 	keep  []string
 	dflt  bool // keep was omitted
+	bufs  featBufs
+}
+
+// featBufs recycles the scratch buffers of batches (columns as float64,
+// category ids): a batch takes them as it computes and gives them back when
+// released, so that the next batches reuse them instead of allocating and
+// zeroing tens of MB per pass. Batches are released by the goroutine that
+// fits them, hence the lock.
+type featBufs struct {
+	mu  sync.Mutex
+	f64 [][]float64
+	ids [][]int32
+}
+
+func featPop[T any](mu *sync.Mutex, free *[][]T, n int) []T {
+	mu.Lock()
+	var buf []T
+	if k := len(*free); k > 0 {
+		buf = (*free)[k-1]
+		*free = (*free)[:k-1]
+	}
+	mu.Unlock()
+	return opsGrow(buf, n)
+}
+
+// ids returns a buffer of n category ids for batch b.
+func (b *featBatch) idBuf() []int32 {
+	buf := featPop(&b.plan.bufs.mu, &b.plan.bufs.ids, b.n)
+	b.ids = append(b.ids, buf)
+	return buf
 }
 
 // featSpec is every key an op may have; featKeys says which ones each op
@@ -794,13 +825,23 @@ type featBatch struct {
 	// onehot outputs
 	multi [][]arrow.Array
 	f64   map[featRef][]float64
+	ids   [][]int32 // id buffers taken from plan.bufs
 }
 
+// release releases the batch's outputs and gives its scratch buffers back.
 func (b *featBatch) release() {
 	releaseAll(b.out)
 	for _, m := range b.multi {
 		releaseAll(m)
 	}
+	bufs := &b.plan.bufs
+	bufs.mu.Lock()
+	for _, v := range b.f64 {
+		bufs.f64 = append(bufs.f64, v)
+	}
+	bufs.ids = append(bufs.ids, b.ids...)
+	bufs.mu.Unlock()
+	b.f64, b.ids = nil, nil
 }
 
 func (b *featBatch) array(r featRef) arrow.Array {
@@ -816,7 +857,8 @@ func (b *featBatch) floats(r featRef) ([]float64, error) {
 	if v, ok := b.f64[r]; ok {
 		return v, nil
 	}
-	v, err := opsFloat64s(b.array(r), nil)
+	a := b.array(r)
+	v, err := opsFloat64s(a, featPop(&b.plan.bufs.mu, &b.plan.bufs.f64, a.Len()))
 	if err != nil {
 		return nil, fmt.Errorf("column %q: %w", r.col, err)
 	}

@@ -294,6 +294,14 @@ func opsDictIndices(d *array.Dictionary, buf []int64) []int64 {
 	return dst
 }
 
+// opsMapIndices sets dst[i] to ids[idx[i]].
+func opsMapIndices(idx []int8, ids []int32, dst []int32) {
+	dst = dst[:len(idx)]
+	for i, j := range idx {
+		dst[i] = ids[j]
+	}
+}
+
 func opsWiden[T opsNumber](src []T, dst []int64) {
 	dst = dst[:len(src)]
 	for i, v := range src {
@@ -650,6 +658,12 @@ func (k *opsKeys) encode(a arrow.Array, buf []int32, add bool) []int32 {
 			} else {
 				k.dict[j] = k.lookupString(opsStringAt(dict, j), add)
 			}
+		}
+		if ix, ok := c.Indices().(*array.Int8); ok && bm == nil {
+			// The usual case (a category column of up to 128 values, no
+			// nulls): map the indices directly, not through int64s.
+			opsMapIndices(ix.Int8Values(), k.dict, dst)
+			return dst
 		}
 		k.i64 = opsDictIndices(c, k.i64)
 		for i, j := range k.i64[:n] {
