@@ -214,9 +214,10 @@ func opsFloat32Array(vals []float32) arrow.Array {
 	var validity *memory.Buffer
 	nulls := 0
 	for _, v := range vals {
-		if v != v || math.IsInf(float64(v), 0) {
-			nulls++
-		}
+		// NaN and ±Inf are the floats whose exponent bits are all set:
+		// count them without a branch (b-1 wraps only when b is 0).
+		b := math.Float32bits(v)&0x7F800000 ^ 0x7F800000
+		nulls += int((b - 1) >> 31)
 	}
 	if nulls > 0 {
 		bm := make([]byte, bitutil.BytesForBits(int64(len(vals))))

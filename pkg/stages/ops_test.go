@@ -629,3 +629,23 @@ func BenchmarkOpsQuantiles(b *testing.B) {
 		opsQuantiles(w, []float64{0.01, 0.99})
 	}
 }
+
+// opsFloat32Array makes NaN and ±Inf null, and nothing else: not zeros,
+// the largest float32, the smallest denormal.
+func TestOpsFloat32ArrayNulls(t *testing.T) {
+	inf := float32(math.Inf(1))
+	vals := []float32{1, float32(math.NaN()), inf, -inf, 0, float32(math.Copysign(0, -1)), math.MaxFloat32, math.SmallestNonzeroFloat32, -1}
+	a := opsFloat32Array(vals)
+	defer a.Release()
+	if a.NullN() != 3 {
+		t.Errorf("%d nulls, want 3", a.NullN())
+	}
+	for i := range vals {
+		if want := i < 1 || i > 3; a.IsValid(i) != want {
+			t.Errorf("value %d (%v): valid %v, want %v", i, vals[i], a.IsValid(i), want)
+		}
+	}
+	if b := opsFloat32Array([]float32{2, 3}); b.NullN() != 0 || b.Data().Buffers()[0] != nil {
+		t.Errorf("no nulls: %d nulls, bitmap %v", b.NullN(), b.Data().Buffers()[0])
+	}
+}
