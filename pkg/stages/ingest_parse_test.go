@@ -234,4 +234,3 @@ func BenchmarkIngestCSVParse(b *testing.B) {
 		}
 	}
 }
-
