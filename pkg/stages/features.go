@@ -826,6 +826,11 @@ type featBatch struct {
 	multi [][]arrow.Array
 	f64   map[featRef][]float64
 	ids   [][]int32 // id buffers taken from plan.bufs
+	// src keeps the outputs of batch idx that later passes compute again
+	// (nil: it does not).
+	src   *featSource
+	idx   int
+	store bool // keep the outputs computed (a fitting pass)
 }
 
 // release releases the batch's outputs and gives its scratch buffers back.
@@ -878,11 +883,18 @@ func (b *featBatch) run(ops []int) error {
 			b.multi[i] = outs
 			continue
 		}
+		if a := b.src.output(b.idx, i); a != nil {
+			b.out[i] = a
+			continue
+		}
 		a, err := o.eval(b)
 		if err != nil {
 			return fmt.Errorf("%s: %w", o.label, opsAtRow(err, b.off))
 		}
 		b.out[i] = a
+		if b.store {
+			b.src.keepOutput(b.idx, i, a)
+		}
 	}
 	return nil
 }
@@ -904,6 +916,61 @@ type featSource struct {
 	batches []arrow.RecordBatch
 	done    bool
 	budget  int // the most decoded bytes kept
+	// outs[k][i] is op i's output for batch k, computed by a fitting pass
+	// (an op evaluated there is fitted already, so its output is final)
+	// and kept for the later passes, which would compute it again; kept
+	// counts their bytes, at most budget/4.
+	outs [][]arrow.Array
+	kept int
+}
+
+// output returns (retained) op i's kept output for batch k, or nil.
+func (src *featSource) output(k, i int) arrow.Array {
+	if src == nil || k >= len(src.outs) || i >= len(src.outs[k]) || src.outs[k][i] == nil {
+		return nil
+	}
+	a := src.outs[k][i]
+	a.Retain()
+	return a
+}
+
+// keepOutput keeps op i's output a of batch k for the later passes.
+func (src *featSource) keepOutput(k, i int, a arrow.Array) {
+	if src == nil {
+		return
+	}
+	n := 0
+	for _, buf := range a.Data().Buffers() {
+		if buf != nil {
+			n += buf.Len()
+		}
+	}
+	if src.kept+n > src.budget/4 {
+		return
+	}
+	for len(src.outs) <= k {
+		src.outs = append(src.outs, nil)
+	}
+	if src.outs[k] == nil {
+		src.outs[k] = make([]arrow.Array, i+1)
+	}
+	for len(src.outs[k]) <= i {
+		src.outs[k] = append(src.outs[k], nil)
+	}
+	if src.outs[k][i] != nil {
+		return
+	}
+	a.Retain()
+	src.outs[k][i] = a
+	src.kept += n
+}
+
+// dropOutputs releases the kept outputs of batch k.
+func (src *featSource) dropOutputs(k int) {
+	if k < len(src.outs) {
+		releaseAll(src.outs[k])
+		src.outs[k] = nil
+	}
 }
 
 // featSourceFor returns the source of a run whose passes read the columns
@@ -927,7 +994,10 @@ func (src *featSource) drop() {
 			rec.Release()
 		}
 	}
-	src.batches, src.all, src.done = nil, nil, false
+	for k := range src.outs {
+		src.dropOutputs(k)
+	}
+	src.batches, src.all, src.done, src.outs, src.kept = nil, nil, false, nil, 0
 }
 
 // scanInput streams the given input columns, calling fn with each batch
@@ -951,12 +1021,18 @@ func (p *featPlan) scanInput(ctx context.Context, src *featSource, cols []string
 		})
 		defer fits.finish()
 	}
-	each := func(rec arrow.RecordBatch) error {
+	// each computes batch rec; k is its index among the kept batches, or
+	// -1 when the batches are not kept (then neither are op outputs).
+	each := func(rec arrow.RecordBatch, k int) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		b := &featBatch{plan: p, rec: rec, sc: rec.Schema(), off: off, n: int(rec.NumRows()),
-			out: make([]arrow.Array, len(p.ops)), multi: make([][]arrow.Array, len(p.ops)), f64: map[featRef][]float64{}}
+			out: make([]arrow.Array, len(p.ops)), multi: make([][]arrow.Array, len(p.ops)), f64: map[featRef][]float64{},
+			idx: k, store: !final}
+		if k >= 0 {
+			b.src = src
+		}
 		err := b.run(ops)
 		switch {
 		case err != nil && fits != nil:
@@ -990,10 +1066,11 @@ func (p *featPlan) scanInput(ctx context.Context, src *featSource, cols []string
 	}
 	if src.done {
 		for i, rec := range src.batches {
-			err := each(rec)
+			err := each(rec, i)
 			if final {
 				rec.Release()
 				src.batches[i] = nil
+				src.dropOutputs(i)
 			}
 			if err != nil {
 				return err
@@ -1023,6 +1100,7 @@ func (p *featPlan) scanInput(ctx context.Context, src *featSource, cols []string
 			src.done = keep
 			return finish()
 		}
+		k := -1
 		if keep {
 			if kept += opsBatchBytes(rec); kept > src.budget {
 				src.drop() // larger than estimated: stream every pass
@@ -1030,9 +1108,10 @@ func (p *featPlan) scanInput(ctx context.Context, src *featSource, cols []string
 			} else {
 				rec.Retain()
 				src.batches = append(src.batches, rec)
+				k = len(src.batches) - 1
 			}
 		}
-		if err := each(rec); err != nil {
+		if err := each(rec, k); err != nil {
 			return err
 		}
 	}

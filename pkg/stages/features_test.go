@@ -399,3 +399,55 @@ func TestFeaturesReadOnce(t *testing.T) {
 		t.Errorf("over budget: %d rows, done %v, %d batches kept, all %v", rows, src.done, len(src.batches), src.all)
 	}
 }
+
+// A fitting pass keeps the outputs of the ops it computes (charge_per_month
+// here, an input of a standardize it fits) when the batches are kept, and
+// the next pass takes them instead of computing them again; the last pass
+// lets them go.
+func TestFeaturesKeepsOpOutputs(t *testing.T) {
+	in := featTSynthChurn(t, 150_000) // three batches
+	plan, ps := featCompile(opsTParams(t, featTParityFeat))
+	if len(ps) > 0 {
+		t.Fatal(ps)
+	}
+	sc, err := ppSchema(t.Context(), in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := plan.bind(sc, in); err != nil {
+		t.Fatal(err)
+	}
+	all := make([]int, len(plan.ops))
+	for i := range all {
+		all[i] = i
+	}
+	src := featSourceFor(in, sc, plan.inputs(all, plan.keep), 3)
+	defer src.drop()
+	op := slices.IndexFunc(plan.ops, func(o *featOp) bool { return o.name == "charge_per_month" })
+	cols := plan.inputs([]int{op}, nil)
+	var first []arrow.Array
+	err = plan.scanInput(t.Context(), src, cols, []int{op}, false, func(b *featBatch) error {
+		first = append(first, b.out[op])
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(src.batches) != 3 || len(src.outs) != 3 {
+		t.Fatalf("%d batches, outputs of %d kept", len(src.batches), len(src.outs))
+	}
+	k := 0
+	err = plan.scanInput(t.Context(), src, cols, []int{op}, true, func(b *featBatch) error {
+		if b.out[op] != first[k] {
+			t.Errorf("batch %d: charge_per_month computed again", k)
+		}
+		k++
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k != 3 || src.outs != nil || src.batches != nil {
+		t.Errorf("%d batches; after the last pass %d outputs and %d batches kept", k, len(src.outs), len(src.batches))
+	}
+}
