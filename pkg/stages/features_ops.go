@@ -47,6 +47,9 @@ func (o *featOp) eval(b *featBatch) (arrow.Array, error) {
 		}
 		return opsFloat32Array(out), nil
 	case "standardize":
+		if out, ok := featStandardizeDirect(b, o); ok {
+			return opsFloat32Array(out), nil
+		}
 		x, err := b.floats(o.src)
 		if err != nil {
 			return nil, err
@@ -124,6 +127,48 @@ func (o *featOp) eval(b *featBatch) (arrow.Array, error) {
 		return opsFloat32Array(o.win.out[b.off : b.off+int64(n)]), nil
 	}
 	return nil, fmt.Errorf("unknown op %s", o.kind)
+}
+
+// featStandardizeDirect standardizes an input column without nulls (the
+// last pass's usual case) straight from its values, not through a float64
+// copy of the column: the same arithmetic, (float64(v) - mean) / std. ok is
+// false when it does not apply.
+func featStandardizeDirect(b *featBatch, o *featOp) (out []float32, ok bool) {
+	if o.src.op >= 0 || o.std == 0 {
+		return nil, false
+	}
+	if _, done := b.f64[o.src]; done {
+		return nil, false // converted already: use that
+	}
+	a := b.array(o.src)
+	if a.NullN() > 0 {
+		return nil, false
+	}
+	out = make([]float32, b.n)
+	switch c := a.(type) {
+	case *array.Int8:
+		featStd(c.Int8Values(), out, o.mean, o.std)
+	case *array.Int16:
+		featStd(c.Int16Values(), out, o.mean, o.std)
+	case *array.Int32:
+		featStd(c.Int32Values(), out, o.mean, o.std)
+	case *array.Int64:
+		featStd(c.Int64Values(), out, o.mean, o.std)
+	case *array.Float32:
+		featStd(c.Float32Values(), out, o.mean, o.std)
+	case *array.Float64:
+		featStd(c.Float64Values(), out, o.mean, o.std)
+	default:
+		return nil, false
+	}
+	return out, true
+}
+
+func featStd[T opsNumber](src []T, out []float32, mean, std float64) {
+	out = out[:len(src)]
+	for i, v := range src {
+		out[i] = float32((float64(v) - mean) / std)
+	}
 }
 
 // featTo32 rounds float64 values to float32.

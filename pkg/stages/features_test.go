@@ -451,3 +451,23 @@ func TestFeaturesKeepsOpOutputs(t *testing.T) {
 		t.Errorf("%d batches; after the last pass %d outputs and %d batches kept", k, len(src.outs), len(src.batches))
 	}
 }
+
+// Standardizing input columns without nulls (int8, int64, float32) gives
+// float32((v - mean) / std), the same as through float64 copies.
+func TestFeaturesStandardizeNoNulls(t *testing.T) {
+	in := opsTWrite(t, t.TempDir(),
+		opsTCol{name: "b", vals: []int8{2, 0, 1, 4}},
+		opsTCol{name: "id", vals: []int64{1, 2, 3, 4}},
+		opsTCol{name: "f", vals: []float32{0.5, 1.5, 2.5, 3.5}},
+	)
+	got, _, _ := featTRun(t, in, map[string]any{"keep": []string{}, "ops": []any{
+		map[string]any{"standardize": []string{"b", "id", "f"}},
+	}})
+	// b: mean 1.75, variance (0.0625+3.0625+0.5625+5.0625)/4 = 2.1875.
+	// id: mean 2.5, variance 1.25. f: mean 2, variance 1.25.
+	sb, si := math.Sqrt(2.1875), math.Sqrt(1.25)
+	f32 := func(v float64) float64 { return float64(float32(v)) }
+	opsTNear(t, "b", got.nums["b"], []float64{f32(0.25 / sb), f32(-1.75 / sb), f32(-0.75 / sb), f32(2.25 / sb)}, 0)
+	opsTNear(t, "id", got.nums["id"], []float64{f32(-1.5 / si), f32(-0.5 / si), f32(0.5 / si), f32(1.5 / si)}, 0)
+	opsTNear(t, "f", got.nums["f"], []float64{f32(-1.5 / si), f32(-0.5 / si), f32(0.5 / si), f32(1.5 / si)}, 0)
+}
