@@ -164,6 +164,39 @@ func featStandardizeDirect(b *featBatch, o *featOp) (out []float32, ok bool) {
 	return out, true
 }
 
+// featMomentsDirect adds an input column without nulls to o's moments
+// straight from its values, not through a float64 copy (the same sums in
+// the same order). It reports whether it applied.
+func featMomentsDirect(b *featBatch, o *featOp) bool {
+	if o.src.op >= 0 {
+		return false
+	}
+	if _, done := b.f64[o.src]; done {
+		return false
+	}
+	a := b.array(o.src)
+	if a.NullN() > 0 {
+		return false
+	}
+	switch c := a.(type) {
+	case *array.Int8:
+		opsMomentsAdd(&o.mom, c.Int8Values())
+	case *array.Int16:
+		opsMomentsAdd(&o.mom, c.Int16Values())
+	case *array.Int32:
+		opsMomentsAdd(&o.mom, c.Int32Values())
+	case *array.Int64:
+		opsMomentsAdd(&o.mom, c.Int64Values())
+	case *array.Float32:
+		opsMomentsAdd(&o.mom, c.Float32Values())
+	case *array.Float64:
+		opsMomentsAdd(&o.mom, c.Float64Values())
+	default:
+		return false
+	}
+	return true
+}
+
 func featStd[T opsNumber](src []T, out []float32, mean, std float64) {
 	out = out[:len(src)]
 	for i, v := range src {
@@ -281,6 +314,9 @@ func (o *featOp) onehot(b *featBatch) ([]arrow.Array, error) {
 func (o *featOp) fit(b *featBatch) error {
 	switch o.kind {
 	case "standardize":
+		if featMomentsDirect(b, o) {
+			return nil
+		}
 		x, err := b.floats(o.src)
 		if err != nil {
 			return err

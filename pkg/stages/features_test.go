@@ -470,4 +470,13 @@ func TestFeaturesStandardizeNoNulls(t *testing.T) {
 	opsTNear(t, "b", got.nums["b"], []float64{f32(0.25 / sb), f32(-1.75 / sb), f32(-0.75 / sb), f32(2.25 / sb)}, 0)
 	opsTNear(t, "id", got.nums["id"], []float64{f32(-1.5 / si), f32(-0.5 / si), f32(0.5 / si), f32(1.5 / si)}, 0)
 	opsTNear(t, "f", got.nums["f"], []float64{f32(-1.5 / si), f32(-0.5 / si), f32(0.5 / si), f32(1.5 / si)}, 0)
+
+	// A NaN value (not a null) is left out of the moments and stays
+	// missing: 1 and 3 have mean 2 and std 1.
+	in = opsTWrite(t, t.TempDir(), opsTCol{name: "g", vals: []float32{1, float32(math.NaN()), 3}})
+	got, st, _ := featTRun(t, in, map[string]any{"keep": []string{}, "ops": []any{map[string]any{"standardize": "g"}}})
+	opsTNear(t, "g", got.nums["g"], []float64{-1, nan, 1}, 0)
+	if s := st.Ops[0]; *s.Mean != 2 || *s.Std != 1 || s.Count != 2 {
+		t.Errorf("stats %+v", s)
+	}
 }

@@ -1042,10 +1042,14 @@ type opsMoments struct {
 	m2   float64
 }
 
-func (m *opsMoments) add(vals []float64) {
+func (m *opsMoments) add(vals []float64) { opsMomentsAdd(m, vals) }
+
+// opsMomentsAdd is opsMoments.add over values of any numeric type, each
+// taken as float64.
+func opsMomentsAdd[T opsNumber](m *opsMoments, vals []T) {
 	var n, sum float64
-	for _, v := range vals {
-		if v == v {
+	for _, x := range vals {
+		if v := float64(x); v == v {
 			n++
 			sum += v
 		}
@@ -1055,8 +1059,8 @@ func (m *opsMoments) add(vals []float64) {
 	}
 	mean := sum / n
 	var m2 float64
-	for _, v := range vals {
-		if v == v {
+	for _, x := range vals {
+		if v := float64(x); v == v {
 			d := v - mean
 			m2 += d * d
 		}
