@@ -134,45 +134,27 @@ func (o *featOp) eval(b *featBatch) (arrow.Array, error) {
 // copy of the column: the same arithmetic, (float64(v) - mean) / std. ok is
 // false when it does not apply.
 func featStandardizeDirect(b *featBatch, o *featOp) (out []float32, ok bool) {
-	if o.src.op >= 0 || o.std == 0 {
-		return nil, false
-	}
-	if _, done := b.f64[o.src]; done {
-		return nil, false // converted already: use that
-	}
-	a := b.array(o.src)
-	if a.NullN() > 0 {
+	if o.std == 0 {
 		return nil, false
 	}
 	out = make([]float32, b.n)
-	switch c := a.(type) {
-	case *array.Int8:
-		featStd(c.Int8Values(), out, o.mean, o.std)
-	case *array.Int16:
-		featStd(c.Int16Values(), out, o.mean, o.std)
-	case *array.Int32:
-		featStd(c.Int32Values(), out, o.mean, o.std)
-	case *array.Int64:
-		featStd(c.Int64Values(), out, o.mean, o.std)
-	case *array.Float32:
-		featStd(c.Float32Values(), out, o.mean, o.std)
-	case *array.Float64:
-		featStd(c.Float64Values(), out, o.mean, o.std)
-	default:
-		return nil, false
-	}
-	return out, true
+	return out, featDirect(b, o, out)
 }
 
 // featMomentsDirect adds an input column without nulls to o's moments
 // straight from its values, not through a float64 copy (the same sums in
 // the same order). It reports whether it applied.
-func featMomentsDirect(b *featBatch, o *featOp) bool {
+func featMomentsDirect(b *featBatch, o *featOp) bool { return featDirect(b, o, nil) }
+
+// featDirect standardizes o's input column into out, or with out nil adds
+// it to o's moments, when the column is an input without nulls of a
+// numeric type not yet converted to float64 for this batch.
+func featDirect(b *featBatch, o *featOp, out []float32) bool {
 	if o.src.op >= 0 {
 		return false
 	}
 	if _, done := b.f64[o.src]; done {
-		return false
+		return false // converted already: use that
 	}
 	a := b.array(o.src)
 	if a.NullN() > 0 {
@@ -180,25 +162,30 @@ func featMomentsDirect(b *featBatch, o *featOp) bool {
 	}
 	switch c := a.(type) {
 	case *array.Int8:
-		opsMomentsAdd(&o.mom, c.Int8Values())
+		featStdOrAdd(o, c.Int8Values(), out)
 	case *array.Int16:
-		opsMomentsAdd(&o.mom, c.Int16Values())
+		featStdOrAdd(o, c.Int16Values(), out)
 	case *array.Int32:
-		opsMomentsAdd(&o.mom, c.Int32Values())
+		featStdOrAdd(o, c.Int32Values(), out)
 	case *array.Int64:
-		opsMomentsAdd(&o.mom, c.Int64Values())
+		featStdOrAdd(o, c.Int64Values(), out)
 	case *array.Float32:
-		opsMomentsAdd(&o.mom, c.Float32Values())
+		featStdOrAdd(o, c.Float32Values(), out)
 	case *array.Float64:
-		opsMomentsAdd(&o.mom, c.Float64Values())
+		featStdOrAdd(o, c.Float64Values(), out)
 	default:
 		return false
 	}
 	return true
 }
 
-func featStd[T opsNumber](src []T, out []float32, mean, std float64) {
+func featStdOrAdd[T opsNumber](o *featOp, src []T, out []float32) {
+	if out == nil {
+		opsMomentsAdd(&o.mom, src)
+		return
+	}
 	out = out[:len(src)]
+	mean, std := o.mean, o.std
 	for i, v := range src {
 		out[i] = float32((float64(v) - mean) / std)
 	}

@@ -367,28 +367,13 @@ func TestFeaturesReadOnce(t *testing.T) {
 		t.Errorf("stats differ:\n%s\nstreamed:\n%s", ja, jb)
 	}
 
-	plan, ps := featCompile(opsTParams(t, featTParityFeat))
-	if len(ps) > 0 {
-		t.Fatal(ps)
-	}
-	sc, err := ppSchema(t.Context(), in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := plan.bind(sc, in); err != nil {
-		t.Fatal(err)
-	}
-	all := make([]int, len(plan.ops))
-	for i := range all {
-		all[i] = i
-	}
-	src := featSourceFor(in, sc, plan.inputs(all, plan.keep), 3)
+	plan, src := featTSource(t, in)
 	if src.all == nil {
 		t.Fatal("a 150000-row input is not kept")
 	}
 	src.budget = 1 << 20 // less than one batch
 	rows := 0
-	err = plan.scanInput(t.Context(), src, []string{"customer_id"}, nil, false, func(b *featBatch) error {
+	err := plan.scanInput(t.Context(), src, []string{"customer_id"}, nil, false, func(b *featBatch) error {
 		rows += b.n
 		return nil
 	})
@@ -406,27 +391,12 @@ func TestFeaturesReadOnce(t *testing.T) {
 // lets them go.
 func TestFeaturesKeepsOpOutputs(t *testing.T) {
 	in := featTSynthChurn(t, 150_000) // three batches
-	plan, ps := featCompile(opsTParams(t, featTParityFeat))
-	if len(ps) > 0 {
-		t.Fatal(ps)
-	}
-	sc, err := ppSchema(t.Context(), in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := plan.bind(sc, in); err != nil {
-		t.Fatal(err)
-	}
-	all := make([]int, len(plan.ops))
-	for i := range all {
-		all[i] = i
-	}
-	src := featSourceFor(in, sc, plan.inputs(all, plan.keep), 3)
+	plan, src := featTSource(t, in)
 	defer src.drop()
 	op := slices.IndexFunc(plan.ops, func(o *featOp) bool { return o.name == "charge_per_month" })
 	cols := plan.inputs([]int{op}, nil)
 	var first []arrow.Array
-	err = plan.scanInput(t.Context(), src, cols, []int{op}, false, func(b *featBatch) error {
+	err := plan.scanInput(t.Context(), src, cols, []int{op}, false, func(b *featBatch) error {
 		first = append(first, b.out[op])
 		return nil
 	})
@@ -479,4 +449,26 @@ func TestFeaturesStandardizeNoNulls(t *testing.T) {
 	if s := st.Ops[0]; *s.Mean != 2 || *s.Std != 1 || s.Count != 2 {
 		t.Errorf("stats %+v", s)
 	}
+}
+
+// featTSource compiles and binds the parity features over the table at in,
+// and returns the plan with a source for its three passes.
+func featTSource(t *testing.T, in string) (*featPlan, *featSource) {
+	t.Helper()
+	plan, ps := featCompile(opsTParams(t, featTParityFeat))
+	if len(ps) > 0 {
+		t.Fatal(ps)
+	}
+	sc, err := ppSchema(t.Context(), in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := plan.bind(sc, in); err != nil {
+		t.Fatal(err)
+	}
+	all := make([]int, len(plan.ops))
+	for i := range all {
+		all[i] = i
+	}
+	return plan, featSourceFor(in, sc, plan.inputs(all, plan.keep), 3)
 }
