@@ -10,6 +10,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -112,6 +113,36 @@ type featPlan struct {
 	slots []featSlot
 	keep  []string
 	dflt  bool // keep was omitted
+	bufs  featBufs
+}
+
+// featBufs recycles the scratch buffers of batches (columns as float64,
+// category ids): a batch takes them as it computes and gives them back when
+// released, so that the next batches reuse them instead of allocating and
+// zeroing tens of MB per pass. Batches are released by the goroutine that
+// fits them, hence the lock.
+type featBufs struct {
+	mu  sync.Mutex
+	f64 [][]float64
+	ids [][]int32
+}
+
+func featPop[T any](mu *sync.Mutex, free *[][]T, n int) []T {
+	mu.Lock()
+	var buf []T
+	if k := len(*free); k > 0 {
+		buf = (*free)[k-1]
+		*free = (*free)[:k-1]
+	}
+	mu.Unlock()
+	return opsGrow(buf, n)
+}
+
+// ids returns a buffer of n category ids for batch b.
+func (b *featBatch) idBuf() []int32 {
+	buf := featPop(&b.plan.bufs.mu, &b.plan.bufs.ids, b.n)
+	b.ids = append(b.ids, buf)
+	return buf
 }
 
 // featSpec is every key an op may have; featKeys says which ones each op
@@ -794,13 +825,28 @@ type featBatch struct {
 	// onehot outputs
 	multi [][]arrow.Array
 	f64   map[featRef][]float64
+	ids   [][]int32 // id buffers taken from plan.bufs
+	// src keeps the outputs of batch idx that later passes compute again
+	// (nil: it does not).
+	src   *featSource
+	idx   int
+	store bool // keep the outputs computed (a fitting pass)
 }
 
+// release releases the batch's outputs and gives its scratch buffers back.
 func (b *featBatch) release() {
 	releaseAll(b.out)
 	for _, m := range b.multi {
 		releaseAll(m)
 	}
+	bufs := &b.plan.bufs
+	bufs.mu.Lock()
+	for _, v := range b.f64 {
+		bufs.f64 = append(bufs.f64, v)
+	}
+	bufs.ids = append(bufs.ids, b.ids...)
+	bufs.mu.Unlock()
+	b.f64, b.ids = nil, nil
 }
 
 func (b *featBatch) array(r featRef) arrow.Array {
@@ -816,7 +862,8 @@ func (b *featBatch) floats(r featRef) ([]float64, error) {
 	if v, ok := b.f64[r]; ok {
 		return v, nil
 	}
-	v, err := opsFloat64s(b.array(r), nil)
+	a := b.array(r)
+	v, err := opsFloat64s(a, featPop(&b.plan.bufs.mu, &b.plan.bufs.f64, a.Len()))
 	if err != nil {
 		return nil, fmt.Errorf("column %q: %w", r.col, err)
 	}
@@ -836,11 +883,18 @@ func (b *featBatch) run(ops []int) error {
 			b.multi[i] = outs
 			continue
 		}
+		if a := b.src.output(b.idx, i); a != nil {
+			b.out[i] = a
+			continue
+		}
 		a, err := o.eval(b)
 		if err != nil {
 			return fmt.Errorf("%s: %w", o.label, opsAtRow(err, b.off))
 		}
 		b.out[i] = a
+		if b.store {
+			b.src.keepOutput(b.idx, i, a)
+		}
 	}
 	return nil
 }
@@ -862,6 +916,61 @@ type featSource struct {
 	batches []arrow.RecordBatch
 	done    bool
 	budget  int // the most decoded bytes kept
+	// outs[k][i] is op i's output for batch k, computed by a fitting pass
+	// (an op evaluated there is fitted already, so its output is final)
+	// and kept for the later passes, which would compute it again; kept
+	// counts their bytes, at most budget/4.
+	outs [][]arrow.Array
+	kept int
+}
+
+// output returns (retained) op i's kept output for batch k, or nil.
+func (src *featSource) output(k, i int) arrow.Array {
+	if src == nil || k >= len(src.outs) || i >= len(src.outs[k]) || src.outs[k][i] == nil {
+		return nil
+	}
+	a := src.outs[k][i]
+	a.Retain()
+	return a
+}
+
+// keepOutput keeps op i's output a of batch k for the later passes.
+func (src *featSource) keepOutput(k, i int, a arrow.Array) {
+	if src == nil {
+		return
+	}
+	n := 0
+	for _, buf := range a.Data().Buffers() {
+		if buf != nil {
+			n += buf.Len()
+		}
+	}
+	if src.kept+n > src.budget/4 {
+		return
+	}
+	for len(src.outs) <= k {
+		src.outs = append(src.outs, nil)
+	}
+	if src.outs[k] == nil {
+		src.outs[k] = make([]arrow.Array, i+1)
+	}
+	for len(src.outs[k]) <= i {
+		src.outs[k] = append(src.outs[k], nil)
+	}
+	if src.outs[k][i] != nil {
+		return
+	}
+	a.Retain()
+	src.outs[k][i] = a
+	src.kept += n
+}
+
+// dropOutputs releases the kept outputs of batch k.
+func (src *featSource) dropOutputs(k int) {
+	if k < len(src.outs) {
+		releaseAll(src.outs[k])
+		src.outs[k] = nil
+	}
 }
 
 // featSourceFor returns the source of a run whose passes read the columns
@@ -885,7 +994,10 @@ func (src *featSource) drop() {
 			rec.Release()
 		}
 	}
-	src.batches, src.all, src.done = nil, nil, false
+	for k := range src.outs {
+		src.dropOutputs(k)
+	}
+	src.batches, src.all, src.done, src.outs, src.kept = nil, nil, false, nil, 0
 }
 
 // scanInput streams the given input columns, calling fn with each batch
@@ -909,12 +1021,18 @@ func (p *featPlan) scanInput(ctx context.Context, src *featSource, cols []string
 		})
 		defer fits.finish()
 	}
-	each := func(rec arrow.RecordBatch) error {
+	// each computes batch rec; k is its index among the kept batches, or
+	// -1 when the batches are not kept (then neither are op outputs).
+	each := func(rec arrow.RecordBatch, k int) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		b := &featBatch{plan: p, rec: rec, sc: rec.Schema(), off: off, n: int(rec.NumRows()),
-			out: make([]arrow.Array, len(p.ops)), multi: make([][]arrow.Array, len(p.ops)), f64: map[featRef][]float64{}}
+			out: make([]arrow.Array, len(p.ops)), multi: make([][]arrow.Array, len(p.ops)), f64: map[featRef][]float64{},
+			idx: k, store: !final}
+		if k >= 0 {
+			b.src = src
+		}
 		err := b.run(ops)
 		switch {
 		case err != nil && fits != nil:
@@ -948,10 +1066,11 @@ func (p *featPlan) scanInput(ctx context.Context, src *featSource, cols []string
 	}
 	if src.done {
 		for i, rec := range src.batches {
-			err := each(rec)
+			err := each(rec, i)
 			if final {
 				rec.Release()
 				src.batches[i] = nil
+				src.dropOutputs(i)
 			}
 			if err != nil {
 				return err
@@ -981,6 +1100,7 @@ func (p *featPlan) scanInput(ctx context.Context, src *featSource, cols []string
 			src.done = keep
 			return finish()
 		}
+		k := -1
 		if keep {
 			if kept += opsBatchBytes(rec); kept > src.budget {
 				src.drop() // larger than estimated: stream every pass
@@ -988,9 +1108,10 @@ func (p *featPlan) scanInput(ctx context.Context, src *featSource, cols []string
 			} else {
 				rec.Retain()
 				src.batches = append(src.batches, rec)
+				k = len(src.batches) - 1
 			}
 		}
-		if err := each(rec); err != nil {
+		if err := each(rec, k); err != nil {
 			return err
 		}
 	}

@@ -47,6 +47,9 @@ func (o *featOp) eval(b *featBatch) (arrow.Array, error) {
 		}
 		return opsFloat32Array(out), nil
 	case "standardize":
+		if out, ok := featStandardizeDirect(b, o); ok {
+			return opsFloat32Array(out), nil
+		}
 		x, err := b.floats(o.src)
 		if err != nil {
 			return nil, err
@@ -95,7 +98,7 @@ func (o *featOp) eval(b *featBatch) (arrow.Array, error) {
 		}
 		return opsPrimitiveArray(o.outType, idx, valid), nil
 	case "group_mean", "group_sum", "group_count":
-		ids := o.keys.encode(b.array(*o.by), nil, false)
+		ids := o.keys.encode(b.array(*o.by), b.idBuf(), false)
 		out := make([]float32, n)
 		nan := float32(math.NaN())
 		for i, id := range ids {
@@ -124,6 +127,68 @@ func (o *featOp) eval(b *featBatch) (arrow.Array, error) {
 		return opsFloat32Array(o.win.out[b.off : b.off+int64(n)]), nil
 	}
 	return nil, fmt.Errorf("unknown op %s", o.kind)
+}
+
+// featStandardizeDirect standardizes an input column without nulls (the
+// last pass's usual case) straight from its values, not through a float64
+// copy of the column: the same arithmetic, (float64(v) - mean) / std. ok is
+// false when it does not apply.
+func featStandardizeDirect(b *featBatch, o *featOp) (out []float32, ok bool) {
+	if o.std == 0 {
+		return nil, false
+	}
+	out = make([]float32, b.n)
+	return out, featDirect(b, o, out)
+}
+
+// featMomentsDirect adds an input column without nulls to o's moments
+// straight from its values, not through a float64 copy (the same sums in
+// the same order). It reports whether it applied.
+func featMomentsDirect(b *featBatch, o *featOp) bool { return featDirect(b, o, nil) }
+
+// featDirect standardizes o's input column into out, or with out nil adds
+// it to o's moments, when the column is an input without nulls of a
+// numeric type not yet converted to float64 for this batch.
+func featDirect(b *featBatch, o *featOp, out []float32) bool {
+	if o.src.op >= 0 {
+		return false
+	}
+	if _, done := b.f64[o.src]; done {
+		return false // converted already: use that
+	}
+	a := b.array(o.src)
+	if a.NullN() > 0 {
+		return false
+	}
+	switch c := a.(type) {
+	case *array.Int8:
+		featStdOrAdd(o, c.Int8Values(), out)
+	case *array.Int16:
+		featStdOrAdd(o, c.Int16Values(), out)
+	case *array.Int32:
+		featStdOrAdd(o, c.Int32Values(), out)
+	case *array.Int64:
+		featStdOrAdd(o, c.Int64Values(), out)
+	case *array.Float32:
+		featStdOrAdd(o, c.Float32Values(), out)
+	case *array.Float64:
+		featStdOrAdd(o, c.Float64Values(), out)
+	default:
+		return false
+	}
+	return true
+}
+
+func featStdOrAdd[T opsNumber](o *featOp, src []T, out []float32) {
+	if out == nil {
+		opsMomentsAdd(&o.mom, src)
+		return
+	}
+	out = out[:len(src)]
+	mean, std := o.mean, o.std
+	for i, v := range src {
+		out[i] = float32((float64(v) - mean) / std)
+	}
 }
 
 // featTo32 rounds float64 values to float32.
@@ -201,7 +266,7 @@ func opsDaysFromCivil(y, m, d int) int32 {
 // on); all 0 for a null.
 func (o *featOp) onehot(b *featBatch) ([]arrow.Array, error) {
 	a := b.array(o.src)
-	ids := o.keys.encode(a, nil, false)
+	ids := o.keys.encode(a, b.idBuf(), false)
 	n := b.n
 	// Booleans: Parquet bit-packs them, where 0/1 float32 columns were a
 	// fifth of the three stages' CPU in LZ4 compression and four bytes a
@@ -236,13 +301,16 @@ func (o *featOp) onehot(b *featBatch) ([]arrow.Array, error) {
 func (o *featOp) fit(b *featBatch) error {
 	switch o.kind {
 	case "standardize":
+		if featMomentsDirect(b, o) {
+			return nil
+		}
 		x, err := b.floats(o.src)
 		if err != nil {
 			return err
 		}
 		o.mom.add(x)
 	case "onehot":
-		ids := o.keys.encode(b.array(o.src), nil, true)
+		ids := o.keys.encode(b.array(o.src), b.idBuf(), true)
 		for _, id := range ids {
 			if id < 0 {
 				continue
@@ -253,7 +321,7 @@ func (o *featOp) fit(b *featBatch) error {
 			o.count[id]++
 		}
 	case "group_mean", "group_sum", "group_count":
-		ids := o.keys.encode(b.array(*o.by), nil, true)
+		ids := o.keys.encode(b.array(*o.by), b.idBuf(), true)
 		x, err := b.floats(o.src)
 		if err != nil && o.kind != "group_count" {
 			return err

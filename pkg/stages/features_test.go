@@ -367,6 +367,94 @@ func TestFeaturesReadOnce(t *testing.T) {
 		t.Errorf("stats differ:\n%s\nstreamed:\n%s", ja, jb)
 	}
 
+	plan, src := featTSource(t, in)
+	if src.all == nil {
+		t.Fatal("a 150000-row input is not kept")
+	}
+	src.budget = 1 << 20 // less than one batch
+	rows := 0
+	err := plan.scanInput(t.Context(), src, []string{"customer_id"}, nil, false, func(b *featBatch) error {
+		rows += b.n
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rows != 150_000 || src.done || src.batches != nil || src.all != nil {
+		t.Errorf("over budget: %d rows, done %v, %d batches kept, all %v", rows, src.done, len(src.batches), src.all)
+	}
+}
+
+// A fitting pass keeps the outputs of the ops it computes (charge_per_month
+// here, an input of a standardize it fits) when the batches are kept, and
+// the next pass takes them instead of computing them again; the last pass
+// lets them go.
+func TestFeaturesKeepsOpOutputs(t *testing.T) {
+	in := featTSynthChurn(t, 150_000) // three batches
+	plan, src := featTSource(t, in)
+	defer src.drop()
+	op := slices.IndexFunc(plan.ops, func(o *featOp) bool { return o.name == "charge_per_month" })
+	cols := plan.inputs([]int{op}, nil)
+	var first []arrow.Array
+	err := plan.scanInput(t.Context(), src, cols, []int{op}, false, func(b *featBatch) error {
+		first = append(first, b.out[op])
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(src.batches) != 3 || len(src.outs) != 3 {
+		t.Fatalf("%d batches, outputs of %d kept", len(src.batches), len(src.outs))
+	}
+	k := 0
+	err = plan.scanInput(t.Context(), src, cols, []int{op}, true, func(b *featBatch) error {
+		if b.out[op] != first[k] {
+			t.Errorf("batch %d: charge_per_month computed again", k)
+		}
+		k++
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k != 3 || src.outs != nil || src.batches != nil {
+		t.Errorf("%d batches; after the last pass %d outputs and %d batches kept", k, len(src.outs), len(src.batches))
+	}
+}
+
+// Standardizing input columns without nulls (int8, int64, float32) gives
+// float32((v - mean) / std), the same as through float64 copies.
+func TestFeaturesStandardizeNoNulls(t *testing.T) {
+	in := opsTWrite(t, t.TempDir(),
+		opsTCol{name: "b", vals: []int8{2, 0, 1, 4}},
+		opsTCol{name: "id", vals: []int64{1, 2, 3, 4}},
+		opsTCol{name: "f", vals: []float32{0.5, 1.5, 2.5, 3.5}},
+	)
+	got, _, _ := featTRun(t, in, map[string]any{"keep": []string{}, "ops": []any{
+		map[string]any{"standardize": []string{"b", "id", "f"}},
+	}})
+	// b: mean 1.75, variance (0.0625+3.0625+0.5625+5.0625)/4 = 2.1875.
+	// id: mean 2.5, variance 1.25. f: mean 2, variance 1.25.
+	sb, si := math.Sqrt(2.1875), math.Sqrt(1.25)
+	f32 := func(v float64) float64 { return float64(float32(v)) }
+	opsTNear(t, "b", got.nums["b"], []float64{f32(0.25 / sb), f32(-1.75 / sb), f32(-0.75 / sb), f32(2.25 / sb)}, 0)
+	opsTNear(t, "id", got.nums["id"], []float64{f32(-1.5 / si), f32(-0.5 / si), f32(0.5 / si), f32(1.5 / si)}, 0)
+	opsTNear(t, "f", got.nums["f"], []float64{f32(-1.5 / si), f32(-0.5 / si), f32(0.5 / si), f32(1.5 / si)}, 0)
+
+	// A NaN value (not a null) is left out of the moments and stays
+	// missing: 1 and 3 have mean 2 and std 1.
+	in = opsTWrite(t, t.TempDir(), opsTCol{name: "g", vals: []float32{1, float32(math.NaN()), 3}})
+	got, st, _ := featTRun(t, in, map[string]any{"keep": []string{}, "ops": []any{map[string]any{"standardize": "g"}}})
+	opsTNear(t, "g", got.nums["g"], []float64{-1, nan, 1}, 0)
+	if s := st.Ops[0]; *s.Mean != 2 || *s.Std != 1 || s.Count != 2 {
+		t.Errorf("stats %+v", s)
+	}
+}
+
+// featTSource compiles and binds the parity features over the table at in,
+// and returns the plan with a source for its three passes.
+func featTSource(t *testing.T, in string) (*featPlan, *featSource) {
+	t.Helper()
 	plan, ps := featCompile(opsTParams(t, featTParityFeat))
 	if len(ps) > 0 {
 		t.Fatal(ps)
@@ -382,20 +470,5 @@ func TestFeaturesReadOnce(t *testing.T) {
 	for i := range all {
 		all[i] = i
 	}
-	src := featSourceFor(in, sc, plan.inputs(all, plan.keep), 3)
-	if src.all == nil {
-		t.Fatal("a 150000-row input is not kept")
-	}
-	src.budget = 1 << 20 // less than one batch
-	rows := 0
-	err = plan.scanInput(t.Context(), src, []string{"customer_id"}, nil, false, func(b *featBatch) error {
-		rows += b.n
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if rows != 150_000 || src.done || src.batches != nil || src.all != nil {
-		t.Errorf("over budget: %d rows, done %v, %d batches kept, all %v", rows, src.done, len(src.batches), src.all)
-	}
+	return plan, featSourceFor(in, sc, plan.inputs(all, plan.keep), 3)
 }

@@ -204,3 +204,33 @@ func TestIngestRandomInputNoPanic(t *testing.T) {
 		}()
 	}
 }
+
+// BenchmarkIngestCSVParse parses one block of churn-like rows.
+func BenchmarkIngestCSVParse(b *testing.B) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	plans := []string{"Basic", "Standard", "Premium"}
+	pays := []string{"electronic_check", "bank_transfer", "credit_card", "mailed_check"}
+	contracts := []string{"month_to_month", "one_year", "two_year"}
+	var data []byte
+	for i := 0; len(data) < 8<<20; i++ {
+		data = fmt.Appendf(data, "%d,20%02d-%02d-%02d,%d,%s,region_%02d,%.2f,%.2f,%d,%.1f,%d,%s,%s,%d,%d,%.3f,%d,%d,%d,%d,%d\n",
+			1000000+i, 15+rng.IntN(10), 1+rng.IntN(12), 1+rng.IntN(28), rng.IntN(72), plans[rng.IntN(3)], rng.IntN(12),
+			20+rng.Float64()*100, rng.Float64()*8000, rng.IntN(8), rng.Float64()*60, rng.IntN(90), pays[rng.IntN(4)],
+			contracts[rng.IntN(3)], rng.IntN(2), rng.IntN(4), rng.Float64()*30, rng.IntN(5), rng.IntN(2), 1+rng.IntN(5), 1+rng.IntN(5), rng.IntN(2))
+	}
+	kinds := []ingKind{ingInt, ingDate, ingInt, ingStr, ingStr, ingFloat, ingFloat, ingInt, ingFloat, ingInt, ingStr, ingStr, ingInt, ingInt, ingFloat, ingInt, ingInt, ingInt, ingInt, ingInt}
+	p := &ingCSVParser{delim: ','}
+	for range kinds {
+		p.b = append(p.b, &ingBuilder{})
+	}
+	nulls := map[string]bool{"": true}
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		for c, k := range kinds {
+			p.b[c].reset(k, nil, false, false, nulls)
+		}
+		if _, err := p.parse(data, 1); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

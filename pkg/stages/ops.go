@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -213,9 +214,10 @@ func opsFloat32Array(vals []float32) arrow.Array {
 	var validity *memory.Buffer
 	nulls := 0
 	for _, v := range vals {
-		if v != v || math.IsInf(float64(v), 0) {
-			nulls++
-		}
+		// NaN and ±Inf are the floats whose exponent bits are all set:
+		// count them without a branch (b-1 wraps only when b is 0).
+		b := math.Float32bits(v)&0x7F800000 ^ 0x7F800000
+		nulls += int((b - 1) >> 31)
 	}
 	if nulls > 0 {
 		bm := make([]byte, bitutil.BytesForBits(int64(len(vals))))
@@ -291,6 +293,14 @@ func opsBytes[T opsNumber](vals []T) []byte {
 func opsDictIndices(d *array.Dictionary, buf []int64) []int64 {
 	dst, _ := opsInt64s(d.Indices(), buf) // indices are always integers
 	return dst
+}
+
+// opsMapIndices sets dst[i] to ids[idx[i]].
+func opsMapIndices(idx []int8, ids []int32, dst []int32) {
+	dst = dst[:len(idx)]
+	for i, j := range idx {
+		dst[i] = ids[j]
+	}
 }
 
 func opsWiden[T opsNumber](src []T, dst []int64) {
@@ -576,6 +586,7 @@ func newOpsKeys(dt arrow.DataType) (*opsKeys, error) {
 func (k *opsKeys) reserve(n int) {
 	if k.isInt && n > 0 {
 		k.ints.reserve(n)
+		k.nums = slices.Grow(k.nums, n)
 	}
 }
 
@@ -648,6 +659,12 @@ func (k *opsKeys) encode(a arrow.Array, buf []int32, add bool) []int32 {
 			} else {
 				k.dict[j] = k.lookupString(opsStringAt(dict, j), add)
 			}
+		}
+		if ix, ok := c.Indices().(*array.Int8); ok && bm == nil {
+			// The usual case (a category column of up to 128 values, no
+			// nulls): map the indices directly, not through int64s.
+			opsMapIndices(ix.Int8Values(), k.dict, dst)
+			return dst
 		}
 		k.i64 = opsDictIndices(c, k.i64)
 		for i, j := range k.i64[:n] {
@@ -844,8 +861,8 @@ func opsSelect[T cmp.Ordered](a []T, k int) {
 	}
 }
 
-// opsQuantiles returns the qs quantiles of vals (no NaN; reordered in
-// place) the way numpy.quantile's default "linear" method computes them,
+// opsQuantiles returns the qs quantiles of vals (no NaN; may be reordered
+// in place) the way numpy.quantile's default "linear" method computes them,
 // which pandas' quantile uses: virtual index n*q + (1-q) - 1, neighbours
 // below and above it, and numpy's _lerp. An empty vals gives NaN.
 func opsQuantiles(vals []float64, qs []float64) []float64 {
@@ -876,24 +893,107 @@ func opsQuantiles(vals []float64, qs []float64) []float64 {
 		ws[i] = w
 		idx = append(idx, w.prev, w.next)
 	}
-	// Select the needed order statistics in increasing order, each in the
-	// part of vals above the previous one.
-	sortInts(idx)
-	got := map[int]float64{}
-	base := 0
-	for _, k := range idx {
-		if _, ok := got[k]; ok {
-			continue
-		}
-		opsSelect(vals[base:], k-base)
-		got[k] = vals[k]
-		base = k
-	}
+	got := opsOrderStats(vals, idx)
 	for i, w := range ws {
-		a, b := got[w.prev], got[w.next]
-		out[i] = opsLerp(a, b, w.gamma)
+		out[i] = opsLerp(got[w.prev], got[w.next], w.gamma)
 	}
 	return out
+}
+
+// opsHistMin is the fewest values opsOrderStats buckets before selecting;
+// below it a quickselect over all of them is as fast.
+const opsHistMin = 1 << 14
+
+// opsOrderStats returns the k-th smallest value of vals (no NaN; may be
+// reordered in place) for each k of ks (0 <= k < len(vals)).
+//
+// Large inputs are bucketed first: one pass finds the range, one counts the
+// values per bucket of a monotone map of the value onto 64k buckets, one
+// gathers the few buckets that hold a wanted rank, and only those are
+// selected in. That is about three cheap passes instead of a quickselect
+// (several partitioning passes) per wanted rank.
+func opsOrderStats(vals []float64, ks []int) map[int]float64 {
+	got := make(map[int]float64, len(ks))
+	ks = slices.Clone(ks)
+	sortInts(ks)
+	ks = slices.Compact(ks)
+	n := len(vals)
+	if n < opsHistMin || n > math.MaxInt32 || len(ks) > math.MaxInt8 {
+		opsSelectMany(vals, ks, got)
+		return got
+	}
+	lo, hi := vals[0], vals[0]
+	for _, v := range vals {
+		lo = min(lo, v)
+		hi = max(hi, v)
+	}
+	nb := 1 << 16
+	scale := float64(nb) / (hi - lo)
+	if !(hi > lo) || math.IsInf(scale, 0) || !(scale > 0) {
+		if hi == lo {
+			for _, k := range ks {
+				got[k] = lo
+			}
+			return got
+		}
+		opsSelectMany(vals, ks, got) // infinite or huge range
+		return got
+	}
+	// bucket(v) = min(int((v-lo)*scale), nb-1) is non-decreasing in v:
+	// each step (a rounded subtraction, a product with a positive constant,
+	// truncation, clamping) preserves order.
+	counts := make([]int32, nb)
+	last := int32(nb - 1)
+	for _, v := range vals {
+		counts[min(int32((v-lo)*scale), last)]++
+	}
+	// The bucket holding each wanted rank, and the rank of its first value.
+	slot := make([]int8, nb) // 1 + index into buckets, 0 for none
+	type bucket struct {
+		b, start int
+		vals     []float64
+		ks       []int
+	}
+	var buckets []*bucket
+	cum, b := 0, 0
+	for _, k := range ks {
+		for cum+int(counts[b]) <= k {
+			cum += int(counts[b])
+			b++
+		}
+		if slot[b] == 0 {
+			buckets = append(buckets, &bucket{b: b, start: cum, vals: make([]float64, 0, counts[b])})
+			slot[b] = int8(len(buckets))
+		}
+		bk := buckets[slot[b]-1]
+		bk.ks = append(bk.ks, k-cum)
+	}
+	for _, v := range vals {
+		if s := slot[min(int32((v-lo)*scale), last)]; s != 0 {
+			bk := buckets[s-1]
+			bk.vals = append(bk.vals, v)
+		}
+	}
+	for _, bk := range buckets {
+		sub := make(map[int]float64, len(bk.ks))
+		opsSelectMany(bk.vals, bk.ks, sub)
+		for r, v := range sub {
+			got[bk.start+r] = v
+		}
+	}
+	return got
+}
+
+// opsSelectMany puts the k-th smallest value of a in got[k] for each k of
+// ks (ascending, distinct), selecting each in the part of a above the
+// previous one.
+func opsSelectMany(a []float64, ks []int, got map[int]float64) {
+	base := 0
+	for _, k := range ks {
+		opsSelect(a[base:], k-base)
+		got[k] = a[k]
+		base = k
+	}
 }
 
 // opsLerp is numpy's _lerp: a + (b-a)*t, computed from b when t >= 0.5 so
@@ -918,25 +1018,19 @@ func sortInts(a []int) {
 	}
 }
 
-// opsMedian returns the median of vals (no NaN; reordered in place) as
-// numpy does: the middle value, or the mean of the two middle values.
+// opsMedian returns the median of vals (no NaN; may be reordered in place)
+// as numpy does: the middle value, or the mean of the two middle values.
 func opsMedian(vals []float64) float64 {
 	n := len(vals)
 	if n == 0 {
 		return math.NaN()
 	}
 	h := n / 2
-	opsSelect(vals, h)
 	if n%2 == 1 {
-		return vals[h]
+		return opsOrderStats(vals, []int{h})[h]
 	}
-	lo := vals[0]
-	for _, v := range vals[1:h] {
-		if v > lo {
-			lo = v
-		}
-	}
-	return (lo + vals[h]) / 2
+	got := opsOrderStats(vals, []int{h - 1, h})
+	return (got[h-1] + got[h]) / 2
 }
 
 // opsMoments accumulates count, mean and the sum of squared deviations over
@@ -948,10 +1042,14 @@ type opsMoments struct {
 	m2   float64
 }
 
-func (m *opsMoments) add(vals []float64) {
+func (m *opsMoments) add(vals []float64) { opsMomentsAdd(m, vals) }
+
+// opsMomentsAdd is opsMoments.add over values of any numeric type, each
+// taken as float64.
+func opsMomentsAdd[T opsNumber](m *opsMoments, vals []T) {
 	var n, sum float64
-	for _, v := range vals {
-		if v == v {
+	for _, x := range vals {
+		if v := float64(x); v == v {
 			n++
 			sum += v
 		}
@@ -961,8 +1059,8 @@ func (m *opsMoments) add(vals []float64) {
 	}
 	mean := sum / n
 	var m2 float64
-	for _, v := range vals {
-		if v == v {
+	for _, x := range vals {
+		if v := float64(x); v == v {
 			d := v - mean
 			m2 += d * d
 		}

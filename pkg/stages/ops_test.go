@@ -559,3 +559,93 @@ func BenchmarkOpsIntMap(b *testing.B) {
 		})
 	}
 }
+
+// TestOpsOrderStatsBucketed checks the bucketed selection of large inputs
+// against sorting: ties, a far outlier that crowds every other value into
+// one bucket, infinities (no buckets), one repeated value, negative values.
+func TestOpsOrderStatsBucketed(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	n := 3 * opsHistMin
+	gens := map[string]func(i int) float64{
+		"normal ties": func(int) float64 { return math.Round(r.NormFloat64()*100) / 4 },
+		"outlier": func(i int) float64 {
+			if i == 17 {
+				return 1e300
+			}
+			return r.Float64()
+		},
+		"infinite": func(i int) float64 {
+			switch i {
+			case 5:
+				return math.Inf(1)
+			case 9:
+				return math.Inf(-1)
+			}
+			return r.Float64()
+		},
+		"constant":   func(int) float64 { return 2.5 },
+		"two values": func(i int) float64 { return float64(i%2) - 7 },
+		"wide":       func(int) float64 { return (r.Float64() - 0.5) * 1e307 },
+	}
+	for name, gen := range gens {
+		x := make([]float64, n)
+		for i := range x {
+			x[i] = gen(i)
+		}
+		s := slices.Clone(x)
+		slices.Sort(s)
+		ks := []int{0, 1, n / 100, n/100 + 1, n / 2, n/2 - 1, n - n/100, n - 2, n - 1}
+		got := opsOrderStats(slices.Clone(x), ks)
+		for _, k := range ks {
+			if got[k] != s[k] {
+				t.Errorf("%s: order statistic %d = %v, want %v", name, k, got[k], s[k])
+			}
+		}
+		q := opsQuantiles(slices.Clone(x), []float64{0.01, 0.99})
+		// numpy's virtual index n*q + (1-q) - 1 over n = 3*2^14 values:
+		// 491.51 for 0.01, 48659.49 for 0.99.
+		want := []float64{opsLerp(s[491], s[492], 0.51), opsLerp(s[48659], s[48660], 0.49)}
+		for i := range q {
+			if math.Abs(q[i]-want[i]) > 1e-9*math.Abs(want[i]) {
+				t.Errorf("%s: quantiles %v, want %v", name, q, want)
+			}
+		}
+		med := opsMedian(slices.Clone(x))
+		if wm := (s[n/2-1] + s[n/2]) / 2; med != wm {
+			t.Errorf("%s: median %v, want %v", name, med, wm)
+		}
+	}
+}
+
+func BenchmarkOpsQuantiles(b *testing.B) {
+	r := rand.New(rand.NewPCG(5, 6))
+	x := make([]float64, 2_400_000)
+	for i := range x {
+		x[i] = math.Round(r.NormFloat64()*3000+5000) / 100
+	}
+	w := make([]float64, len(x))
+	for b.Loop() {
+		copy(w, x)
+		opsQuantiles(w, []float64{0.01, 0.99})
+	}
+}
+
+// opsFloat32Array makes NaN and ±Inf null, and nothing else: not zeros,
+// the largest float32, the smallest denormal.
+func TestOpsFloat32ArrayNulls(t *testing.T) {
+	inf := float32(math.Inf(1))
+	vals := []float32{1, float32(math.NaN()), inf, -inf, 0, float32(math.Copysign(0, -1)), math.MaxFloat32, math.SmallestNonzeroFloat32, -1}
+	a := opsFloat32Array(vals)
+	defer a.Release()
+	if a.NullN() != 3 {
+		t.Errorf("%d nulls, want 3", a.NullN())
+	}
+	for i := range vals {
+		if want := i < 1 || i > 3; a.IsValid(i) != want {
+			t.Errorf("value %d (%v): valid %v, want %v", i, vals[i], a.IsValid(i), want)
+		}
+	}
+	if b := opsFloat32Array([]float32{2, 3}); b.NullN() != 0 || b.Data().Buffers()[0] != nil {
+		t.Errorf("no nulls: %d nulls, bitmap %v", b.NullN(), b.Data().Buffers()[0])
+	}
+}

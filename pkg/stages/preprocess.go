@@ -593,9 +593,10 @@ func (p *ppPlan) scan(ctx context.Context, path string, cols []string, online bo
 		defer coll.finish()
 	}
 	var keys []*opsKeys
+	nrows := int(opsNumRows(path))
 	for _, k := range p.keys {
 		ok, _ := newOpsKeys(sc.Field(opsIndex(sc, k)).Type)
-		ok.reserve(int(opsNumRows(path)))
+		ok.reserve(nrows)
 		keys = append(keys, ok)
 	}
 	var (
@@ -658,10 +659,16 @@ func (p *ppPlan) scan(ctx context.Context, path string, cols []string, online bo
 					}
 					continue
 				}
-				for int(id) >= len(count) {
-					count = append(count, 0)
-					seen = append(seen, false)
-					last = append(last, 0)
+				if int(id) >= len(count) {
+					// Room for every row's id at once (ids are dense, one
+					// per distinct key), not a copy per doubling.
+					m := max(int(id)+1, nrows)
+					count = slices.Grow(count, m-len(count))[:m]
+					if p.keep == "first" {
+						seen = slices.Grow(seen, m-len(seen))[:m]
+					} else {
+						last = slices.Grow(last, m-len(last))[:m]
+					}
 				}
 				count[id]++
 				switch p.keep {
@@ -797,23 +804,28 @@ func ppCollect(rec arrow.RecordBatch, sc *arrow.Schema, keep []bool, stats []*pp
 		if f64, err = opsFloat64s(a, f64); err != nil {
 			return fmt.Errorf("column %q: %w", s.col, err)
 		}
+		// Locals, not the fields of s, in the loop: the compiler keeps them
+		// in registers.
+		n, sum, miss, vals, needV, counts := s.n, s.sum, s.miss, s.vals, s.needV, s.counts
+		keep := keep[:len(f64)]
 		for i, v := range f64 {
 			if !keep[i] {
 				continue
 			}
 			if v != v {
-				s.miss++
+				miss++
 				continue
 			}
-			s.n++
-			s.sum += v
-			if s.needV {
-				s.vals = append(s.vals, v)
+			n++
+			sum += v
+			if needV {
+				vals = append(vals, v)
 			}
-			if s.counts != nil {
-				s.counts[v]++
+			if counts != nil {
+				counts[v]++
 			}
 		}
+		s.n, s.sum, s.miss, s.vals = n, sum, miss, vals
 	}
 	return nil
 }
