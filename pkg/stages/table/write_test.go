@@ -143,7 +143,7 @@ func wtEqual(t *testing.T, got, want string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !array.Equal(ga, wa) {
+		if !array.ApproxEqual(ga, wa, array.WithNaNsEqual(true), array.WithAbsTolerance(0)) { // exactly, NaN as NaN
 			t.Errorf("column %s differs", g.Schema().Field(c).Name)
 		}
 		ga.Release()
