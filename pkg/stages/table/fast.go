@@ -54,6 +54,13 @@ type fastChunk struct {
 	imin, imax         int64
 	fmin, fmax         float64
 	nTrue              int64
+
+	// dict, while not nil, dictionary-encodes the chunk (floats only):
+	// its pages wait in dict.held for the dictionary page, which comes
+	// first. hasDict: the dictionary page is written.
+	dict    *floatDict
+	hasDict bool
+	props   *parquet.WriterProperties
 }
 
 // pageBufs are a column's page buffers, handed from one row group's
@@ -65,6 +72,7 @@ type pageBufs struct {
 	i64        []int64
 	raw, valid []byte
 	page, comp bytes.Buffer
+	dict       *floatDict
 }
 
 // fastType reports whether a column of type dt can be written by a
@@ -85,7 +93,7 @@ const pageBytes = 1 << 20
 func newFastChunk(meta *metadata.ColumnChunkMetaDataBuilder, pager file.PageWriter, dt arrow.DataType, props *parquet.WriterProperties, bufs *pageBufs) *fastChunk {
 	descr := meta.Descr()
 	c := &fastChunk{meta: meta, pager: pager, descr: descr, typ: dt.ID(), enc: props.EncodingFor(descr.Path()),
-		nullable: descr.MaxDefinitionLevel() > 0, stats: props.StatisticsEnabledFor(descr.Path()), pageBufs: bufs}
+		nullable: descr.MaxDefinitionLevel() > 0, stats: props.StatisticsEnabledFor(descr.Path()), pageBufs: bufs, props: props}
 	switch c.typ {
 	case arrow.BOOL:
 		c.perPage = 8 * pageBytes / 8 // as many rows as a page of bytes: 128 KiB of bits
@@ -95,6 +103,14 @@ func newFastChunk(meta *metadata.ColumnChunkMetaDataBuilder, pager file.PageWrit
 		c.perPage = pageBytes / 8
 	default:
 		c.perPage = pageBytes / 4
+	}
+	if c.typ == arrow.FLOAT32 || c.typ == arrow.FLOAT64 {
+		if c.pageBufs != nil && c.pageBufs.dict != nil {
+			c.dict = c.pageBufs.dict
+			c.dict.reset()
+		} else {
+			c.dict = newFloatDict()
+		}
 	}
 	if c.pageBufs == nil {
 		c.pageBufs = &pageBufs{valid: make([]byte, 0, bitutil.BytesForBits(int64(c.perPage)))}
@@ -278,6 +294,7 @@ func (c *fastChunk) flush() error {
 		}
 		binary.LittleEndian.PutUint32(c.page.Bytes(), uint32(c.page.Len()-4))
 	}
+	levels := c.page.Len()
 	nvals := c.n - c.nulls
 	switch {
 	case c.typ == arrow.BOOL:
@@ -308,15 +325,16 @@ func (c *fastChunk) flush() error {
 			}
 		}
 	}
-	data := c.page.Bytes()
-	if c.pager.HasCompressor() {
-		c.comp.Reset()
-		data = c.pager.Compress(&c.comp, data)
+	var err error
+	if c.dict != nil && !c.dict.hold(c, levels, nvals) {
+		// Too many distinct values: the pages held go PLAIN, as the
+		// rest of the chunk.
+		err = c.dropDict()
+		c.dict = nil
 	}
-	page := file.NewDataPageV1WithConfig(memory.NewBufferBytes(data), parquet.Encodings.RLE, parquet.Encodings.RLE, file.DataPageConfig{
-		Num: int32(c.n), Encoding: c.enc, UncompressedSize: int32(c.page.Len()), FirstRowIndex: int64(c.rows),
-	})
-	_, err := c.pager.WriteDataPage(page)
+	if c.dict == nil && err == nil {
+		err = c.writePage(c.page.Bytes(), c.n, c.enc, c.rows)
+	}
 	c.rows += c.n
 	c.chunkNulls += int64(c.nulls)
 	c.values += int64(nvals)
@@ -325,11 +343,87 @@ func (c *fastChunk) flush() error {
 	return err
 }
 
-// close writes the last page, the chunk's statistics and its metadata.
-func (c *fastChunk) close() error {
+// writePage compresses and writes a page of n rows.
+func (c *fastChunk) writePage(b []byte, n int, enc parquet.Encoding, firstRow int) error {
+	data := b
+	if c.pager.HasCompressor() {
+		c.comp.Reset()
+		data = c.pager.Compress(&c.comp, b)
+	}
+	page := file.NewDataPageV1WithConfig(memory.NewBufferBytes(data), parquet.Encodings.RLE, parquet.Encodings.RLE, file.DataPageConfig{
+		Num: int32(n), Encoding: enc, UncompressedSize: int32(len(b)), FirstRowIndex: int64(firstRow),
+	})
+	_, err := c.pager.WriteDataPage(page)
+	return err
+}
+
+// finish writes the last page and, for a dictionary-encoded chunk, the
+// dictionary and the pages held: all but the metadata, so that different
+// goroutines can finish different columns.
+func (c *fastChunk) finish() error {
 	if err := c.flush(); err != nil {
 		return err
 	}
+	d := c.dict
+	if d == nil || len(d.held) == 0 {
+		return nil
+	}
+	c.dict = nil
+	c.page.Reset()
+	for _, k := range d.keys {
+		if c.typ == arrow.FLOAT32 {
+			c.page.Write(binary.LittleEndian.AppendUint32(c.comp.AvailableBuffer(), uint32(k)))
+		} else {
+			c.page.Write(binary.LittleEndian.AppendUint64(c.comp.AvailableBuffer(), k))
+		}
+	}
+	dp := file.NewDictionaryPage(memory.NewBufferBytes(bytes.Clone(c.page.Bytes())), int32(len(d.keys)), c.props.DictionaryPageEncoding())
+	if _, err := c.pager.WriteDictionaryPage(dp); err != nil {
+		return err
+	}
+	c.hasDict = true
+	w := max(1, bits.Len(uint(len(d.keys)-1)))
+	for _, h := range d.held {
+		c.page.Reset()
+		c.page.Write(h.levels)
+		c.page.WriteByte(byte(w))
+		groups := (len(h.idx) + 7) / 8
+		c.page.Write(binary.AppendUvarint(c.comp.AvailableBuffer(), uint64(groups)<<1|1))
+		c.page.Write(packBits(c.comp.AvailableBuffer(), h.idx, uint(w)))
+		if err := c.writePage(c.page.Bytes(), h.n, c.props.DictionaryIndexEncoding(), h.firstRow); err != nil {
+			return err
+		}
+		d.free(h)
+	}
+	d.held = d.held[:0]
+	return nil
+}
+
+// dropDict writes the pages held as PLAIN pages.
+func (c *fastChunk) dropDict() error {
+	d := c.dict
+	var plain bytes.Buffer
+	for _, h := range d.held {
+		plain.Reset()
+		plain.Write(h.levels)
+		for _, i := range h.idx {
+			if c.typ == arrow.FLOAT32 {
+				plain.Write(binary.LittleEndian.AppendUint32(c.comp.AvailableBuffer(), uint32(d.keys[i])))
+			} else {
+				plain.Write(binary.LittleEndian.AppendUint64(c.comp.AvailableBuffer(), d.keys[i]))
+			}
+		}
+		if err := c.writePage(plain.Bytes(), h.n, c.enc, h.firstRow); err != nil {
+			return err
+		}
+		d.free(h)
+	}
+	d.held = d.held[:0]
+	return nil
+}
+
+// close writes the chunk's statistics and metadata, after finish.
+func (c *fastChunk) close() error {
 	if c.stats && c.rows > 0 {
 		s := metadata.NewStatistics(c.descr, memory.DefaultAllocator)
 		if c.hasMinMax || c.typ == arrow.BOOL && c.values > 0 {
@@ -355,7 +449,7 @@ func (c *fastChunk) close() error {
 		enc.Signed = c.descr.SortOrder() == schema.SortSIGNED
 		c.meta.SetStats(enc)
 	}
-	return c.pager.Close(false, false)
+	return c.pager.Close(c.hasDict, false)
 }
 
 // Parquet's DELTA_BINARY_PACKED layout, as arrow-go writes it: blocks of
@@ -413,16 +507,23 @@ func deltaPack(dst []byte, vals []int64, narrow bool) []byte {
 // packMini appends 32 values (mini, less lo, then zeros) of w bits each,
 // least significant bit first: 4*w bytes.
 func packMini(dst []byte, mini []int64, lo int64, w uint) []byte {
+	var u [deltaMini]uint64
+	for i, x := range mini {
+		u[i] = uint64(x - lo)
+	}
+	return packBits(dst, u[:], w)
+}
+
+// packBits appends vals, w bits each, least significant bit first, padded
+// with zeros to a multiple of 8 values: w bytes per 8 values.
+func packBits[T uint16 | uint64](dst []byte, vals []T, w uint) []byte {
 	if w == 0 {
 		return dst
 	}
 	var acc uint64
 	var nb uint
-	for i := range deltaMini {
-		var u uint64
-		if i < len(mini) {
-			u = uint64(mini[i] - lo)
-		}
+	for _, x := range vals {
+		u := uint64(x)
 		acc |= u << nb
 		nb += w
 		if nb >= 64 {
@@ -438,5 +539,101 @@ func packMini(dst []byte, mini []int64, lo int64, w uint) []byte {
 		dst = append(dst, byte(acc))
 		acc >>= 8
 	}
+	if pad := len(vals) % 8; pad != 0 {
+		for range (8 - pad) * int(w) / 8 {
+			dst = append(dst, 0)
+		}
+	}
 	return dst
+}
+
+// dictMax is the most distinct values a float column chunk's dictionary
+// holds: at most 14-bit indices, against 32 or 64 bits a value PLAIN. The
+// standardized small integers of a features table (a handful of values),
+// categories' means and prices in cents fit; measurements do not, and
+// give up within the first dictMax+1 distinct values.
+const dictMax = 1 << 14
+
+// floatDict dictionary-encodes a float column chunk: the distinct values'
+// bits in order of first appearance, an open-addressing table over them,
+// and the pages encoded so far, waiting for the dictionary page.
+type floatDict struct {
+	keys  []uint64
+	slots []int32 // index+1; 0: free
+	held  []heldPage
+	spare [][]uint16 // idx slices of pages written, for reuse
+}
+
+// heldPage is a dictionary-encoded page waiting: its rows, first row,
+// definition levels (as written, length included) and indices.
+type heldPage struct {
+	n, firstRow int
+	levels      []byte
+	idx         []uint16
+}
+
+func newFloatDict() *floatDict { return &floatDict{slots: make([]int32, 2*dictMax)} }
+
+func (d *floatDict) reset() {
+	d.keys = d.keys[:0]
+	clear(d.slots)
+}
+
+func (d *floatDict) free(h heldPage) { d.spare = append(d.spare, h.idx[:0]) }
+
+// hold indexes the open page's values (the bytes of c.page after levels)
+// and holds the page; false when the dictionary is full.
+func (d *floatDict) hold(c *fastChunk, levels, nvals int) bool {
+	var idx []uint16
+	if n := len(d.spare); n > 0 {
+		idx, d.spare = d.spare[n-1], d.spare[:n-1]
+	}
+	idx = slices.Grow(idx[:0], nvals)[:nvals]
+	vals := c.page.Bytes()[levels:]
+	var ok bool
+	if c.typ == arrow.FLOAT32 {
+		ok = indexAll(d, idx, unsafe.Slice((*uint32)(unsafe.Pointer(unsafe.SliceData(vals))), nvals))
+	} else {
+		ok = indexAll(d, idx, unsafe.Slice((*uint64)(unsafe.Pointer(unsafe.SliceData(vals))), nvals))
+	}
+	if !ok {
+		d.spare = append(d.spare, idx[:0])
+		return false
+	}
+	d.held = append(d.held, heldPage{n: c.n, firstRow: c.rows, levels: bytes.Clone(c.page.Bytes()[:levels]), idx: idx})
+	return true
+}
+
+// indexAll sets idx[i] to the index of vals[i]'s bits, adding them as
+// needed; false when more than dictMax are distinct.
+func indexAll[T uint32 | uint64](d *floatDict, idx []uint16, vals []T) bool {
+	const shift = 64 - 15 // log2(len(slots))
+	mask := len(d.slots) - 1
+	last, lastIdx := uint64(0), -1
+	for i, v := range vals {
+		b := uint64(v)
+		if b == last && lastIdx >= 0 {
+			idx[i] = uint16(lastIdx)
+			continue
+		}
+		h := int((b * 0x9E3779B97F4A7C15) >> shift)
+		for {
+			s := d.slots[h]
+			if s == 0 {
+				if len(d.keys) == dictMax {
+					return false
+				}
+				d.keys = append(d.keys, b)
+				s = int32(len(d.keys))
+				d.slots[h] = s
+			} else if d.keys[s-1] != b {
+				h = (h + 1) & mask
+				continue
+			}
+			last, lastIdx = b, int(s-1)
+			idx[i] = uint16(s - 1)
+			break
+		}
+	}
+	return true
 }

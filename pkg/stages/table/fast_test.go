@@ -50,13 +50,21 @@ var fastSchema = arrow.NewSchema([]arrow.Field{
 	{Name: "day", Type: arrow.FixedWidthTypes.Date32, Nullable: true},
 	{Name: "flag", Type: arrow.FixedWidthTypes.Boolean, Nullable: true},
 	{Name: "on", Type: arrow.FixedWidthTypes.Boolean},
+	{Name: "few32", Type: arrow.PrimitiveTypes.Float32, Nullable: true}, // a dictionary
+	{Name: "few64", Type: arrow.PrimitiveTypes.Float64},                 // a dictionary
+	{Name: "late", Type: arrow.PrimitiveTypes.Float64},                  // one first, then too many values
 }, nil)
 
-func fastBatch(r *rand.Rand, n int, nulls bool) arrow.RecordBatch {
+// fastLate is the row from which column late has too many values for a
+// dictionary: in its second page.
+const fastLate = 150000
+
+func fastBatch(r *rand.Rand, first, n int, nulls bool) arrow.RecordBatch {
 	b := array.NewRecordBuilder(memory.DefaultAllocator, fastSchema)
 	defer b.Release()
 	null := func() bool { return nulls && r.IntN(50) == 0 }
-	for range n {
+	few := []float64{0, math.Copysign(0, -1), math.NaN(), -1.5, 2.25, 1e30, math.Inf(-1)}
+	for i := range n {
 		switch {
 		case null():
 			b.Field(0).AppendNull()
@@ -94,6 +102,17 @@ func fastBatch(r *rand.Rand, n int, nulls bool) arrow.RecordBatch {
 			b.Field(7).(*array.BooleanBuilder).Append(r.IntN(3) == 0)
 		}
 		b.Field(8).(*array.BooleanBuilder).Append(r.IntN(2) == 0)
+		if null() {
+			b.Field(9).AppendNull()
+		} else {
+			b.Field(9).(*array.Float32Builder).Append(float32(few[r.IntN(len(few))]))
+		}
+		b.Field(10).(*array.Float64Builder).Append(few[r.IntN(len(few))] + float64(r.IntN(3000)))
+		if first+i < fastLate {
+			b.Field(11).(*array.Float64Builder).Append(float64(r.IntN(100)))
+		} else {
+			b.Field(11).(*array.Float64Builder).Append(r.Float64())
+		}
 	}
 	return b.NewRecordBatch()
 }
@@ -101,12 +120,16 @@ func fastBatch(r *rand.Rand, n int, nulls bool) arrow.RecordBatch {
 // Columns written by fastChunks, over several pages and row groups, in
 // batches that straddle both, read back as the values pqarrow's writer
 // gives and carry the same statistics (NaNs left out, -0 as the minimum's
-// zero), encodings and value counts.
+// zero), encodings and value counts. Float columns of few distinct values
+// are dictionary-encoded; one whose values outgrow the dictionary in its
+// second page is written PLAIN.
 func TestFastChunkMatchesPqarrow(t *testing.T) {
 	r := rand.New(rand.NewPCG(5, 6))
 	var recs []arrow.RecordBatch
+	first := 0
 	for i, n := range []int{70000, 1, 200000, 130001, 9} {
-		recs = append(recs, fastBatch(r, n, i != 1))
+		recs = append(recs, fastBatch(r, first, n, i != 1))
+		first += n
 	}
 	defer func() {
 		for _, rec := range recs {
@@ -137,6 +160,15 @@ func TestFastChunkMatchesPqarrow(t *testing.T) {
 			gc, _ := g.MetaData().RowGroup(rg).ColumnChunk(c)
 			wc, _ := w.MetaData().RowGroup(rg).ColumnChunk(c)
 			name := fmt.Sprintf("row group %d column %s", rg, fastSchema.Field(c).Name)
+			dict := gc.HasDictionaryPage()
+			switch f := fastSchema.Field(c).Name; {
+			case f == "few32" || f == "few64":
+				if !dict {
+					t.Errorf("%s: no dictionary", name)
+				}
+			case dict:
+				t.Errorf("%s: a dictionary", name)
+			}
 			if gc.NumValues() != wc.NumValues() {
 				t.Errorf("%s: %d values, want %d", name, gc.NumValues(), wc.NumValues())
 			}

@@ -235,6 +235,7 @@ func (w *Writer) startRowGroup() error {
 		if w.fast[c] {
 			rg.cols[c].fast = newFastChunk(cm, pager, w.schema.Field(c).Type, w.pprops, w.bufs[c])
 			w.bufs[c] = rg.cols[c].fast.pageBufs
+			w.bufs[c].dict = rg.cols[c].fast.dict
 		} else {
 			rg.cols[c].cw = file.NewColumnChunkWriter(cm, pager, w.pprops)
 		}
@@ -432,7 +433,7 @@ func (w *Writer) endRowGroup() error {
 		// which the serial Close writes.
 		switch {
 		case cw.fast != nil:
-			return cw.fast.flush()
+			return cw.fast.finish()
 		case w.dict[c]:
 			return nil
 		}
