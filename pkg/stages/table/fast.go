@@ -212,14 +212,13 @@ func appendFloats[T float32 | float64](c *fastChunk, dst []byte, src []T, valid 
 	if nulls == 0 {
 		// Little-endian, as PLAIN.
 		dst = append(dst, unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(src))), len(src)*int(unsafe.Sizeof(src[0])))...)
-		for _, x := range src {
-			lo, hi = min(lo, x), max(hi, x) // min, max: NaN wins
-		}
-		if lo != lo || hi != hi { // a NaN: again without
-			lo, hi = T(math.Inf(1)), T(math.Inf(-1))
-			for _, x := range src {
-				if x == x {
-					lo, hi = min(lo, x), max(hi, x)
+		if c.stats {
+			for _, x := range src { // NaNs compare false: left out; zeros' signs are the statistics' business
+				if x < lo {
+					lo = x
+				}
+				if x > hi {
+					hi = x
 				}
 			}
 		}
@@ -229,8 +228,11 @@ func appendFloats[T float32 | float64](c *fastChunk, dst []byte, src []T, valid 
 				continue
 			}
 			dst = append(dst, unsafe.Slice((*byte)(unsafe.Pointer(&x)), unsafe.Sizeof(x))...)
-			if x == x {
-				lo, hi = min(lo, x), max(hi, x)
+			if x < lo {
+				lo = x
+			}
+			if x > hi {
+				hi = x
 			}
 		}
 	}
@@ -477,46 +479,76 @@ func deltaPack(dst []byte, vals []int64, narrow bool) []byte {
 	var deltas [deltaBlock]int64
 	for start := 1; start < len(vals); start += deltaBlock {
 		n := min(deltaBlock, len(vals)-start)
-		d := deltas[:n]
+		d, cur, prev := deltas[:n], vals[start:start+n], vals[start-1:start-1+n]
 		lo := int64(math.MaxInt64)
-		for i := range d {
-			if narrow {
-				d[i] = int64(int32(vals[start+i]) - int32(vals[start+i-1]))
-			} else {
-				d[i] = vals[start+i] - vals[start+i-1]
+		if narrow {
+			for i := range d {
+				d[i] = int64(int32(cur[i]) - int32(prev[i]))
+				lo = min(lo, d[i])
 			}
-			lo = min(lo, d[i])
+		} else {
+			for i := range d {
+				d[i] = cur[i] - prev[i]
+				lo = min(lo, d[i])
+			}
+		}
+		for i := range d {
+			d[i] -= lo
 		}
 		dst = binary.AppendVarint(dst, lo)
 		widths := len(dst)
 		dst = append(dst, 0, 0, 0, 0)
 		for m := 0; m*deltaMini < n; m++ {
 			mini := d[m*deltaMini : min(n, (m+1)*deltaMini)]
-			var or uint64
+			var or int64
 			for _, x := range mini {
-				or |= uint64(x - lo)
+				or |= x
 			}
-			w := bits.Len64(or)
+			w := uint(bits.Len64(uint64(or)))
 			dst[widths+m] = byte(w)
-			dst = packMini(dst, mini, lo, uint(w))
+			if len(mini) < deltaMini { // the last: padded with zeros
+				var full [deltaMini]int64
+				copy(full[:], mini)
+				mini = full[:]
+			}
+			dst = packMini(dst, (*[deltaMini]int64)(mini), w)
 		}
 	}
 	return dst
 }
 
-// packMini appends 32 values (mini, less lo, then zeros) of w bits each,
-// least significant bit first: 4*w bytes.
-func packMini(dst []byte, mini []int64, lo int64, w uint) []byte {
-	var u [deltaMini]uint64
-	for i, x := range mini {
-		u[i] = uint64(x - lo)
+// packMini appends 32 values of w bits each, least significant bit
+// first: 4*w bytes.
+func packMini(dst []byte, mini *[deltaMini]int64, w uint) []byte {
+	if w == 0 {
+		return dst
 	}
-	return packBits(dst, u[:], w)
+	k := len(dst)
+	dst = slices.Grow(dst, 4*int(w))[:k+4*int(w)]
+	out := dst[k:]
+	var acc uint64
+	var nb uint
+	o := 0
+	for _, x := range mini {
+		u := uint64(x)
+		acc |= u << nb
+		nb += w
+		if nb >= 64 {
+			binary.LittleEndian.PutUint64(out[o:], acc)
+			o += 8
+			nb -= 64
+			acc = u >> (w - nb) // 0 when nb is 0: u < 1<<w
+		}
+	}
+	if nb > 0 { // 32*w bits: 4 bytes left
+		binary.LittleEndian.PutUint32(out[o:], uint32(acc))
+	}
+	return dst
 }
 
 // packBits appends vals, w bits each, least significant bit first, padded
 // with zeros to a multiple of 8 values: w bytes per 8 values.
-func packBits[T uint16 | uint64](dst []byte, vals []T, w uint) []byte {
+func packBits(dst []byte, vals []uint16, w uint) []byte {
 	if w == 0 {
 		return dst
 	}

@@ -201,3 +201,18 @@ func TestFastChunkMatchesPqarrow(t *testing.T) {
 		t.Errorf("i32: %d pages, want 2", pages)
 	}
 }
+
+// deltaPack on a page of small random integers, as ingest's (8.4 ns a
+// value when packMini went through packBits and appends; 3.8 after).
+func BenchmarkDeltaPack(b *testing.B) {
+	r := rand.New(rand.NewPCG(7, 8))
+	vals := make([]int64, 1<<17)
+	for i := range vals {
+		vals[i] = int64(r.IntN(73))
+	}
+	dst := make([]byte, 0, 1<<20)
+	b.SetBytes(int64(len(vals)))
+	for b.Loop() {
+		deltaPack(dst, vals, true)
+	}
+}
