@@ -33,9 +33,11 @@ const MaxRowGroup = 1 << 20
 
 // Options tunes a Writer. The zero value is the default.
 type Options struct {
-	// Dict says, per column, whether it gets Parquet dictionary encoding:
-	// worth it for low-cardinality columns, a waste of hashing for ids and
-	// measurements. nil: string and dictionary columns only.
+	// Dict says, per column, whether it gets arrow-go's Parquet dictionary
+	// encoding: worth it for low-cardinality columns, a waste of hashing
+	// for ids and measurements. nil: string and dictionary columns only.
+	// Float columns not listed get a dictionary anyway in the column
+	// chunks of few distinct values (fastChunk, dictMax).
 	Dict []bool
 	// Workers is how many columns are encoded at once (0: GOMAXPROCS).
 	Workers int
@@ -72,8 +74,11 @@ const (
 // round-trip). Unlike pqarrow.FileWriter, which encodes and compresses one
 // column after another, it encodes the columns of a row group concurrently:
 // each column of a buffered row group has its own encoder and page buffer,
-// so different goroutines can fill different columns. Only flat schemas
-// (no list, struct or map columns) are supported: the kinds write no others.
+// so different goroutines can fill different columns. Fixed-width columns
+// (integers, dates, floats, booleans) are paged by orch's own fastChunk,
+// the others by arrow-go's column writers; the file is assembled from
+// arrow-go's page writers and metadata builders. Only flat schemas (no
+// list, struct or map columns) are supported: the kinds write no others.
 //
 // A Writer is not safe for concurrent use.
 type Writer struct {
