@@ -370,6 +370,11 @@ func (c *fastChunk) finish() error {
 	if d == nil || len(d.held) == 0 {
 		return nil
 	}
+	if len(d.keys) == 0 { // only nulls: no dictionary
+		err := c.dropDict()
+		c.dict = nil
+		return err
+	}
 	c.dict = nil
 	c.page.Reset()
 	for _, k := range d.keys {

@@ -216,3 +216,57 @@ func BenchmarkDeltaPack(b *testing.B) {
 		deltaPack(dst, vals, true)
 	}
 }
+
+// wantSchema is the schema pqarrow's file at path reads back with.
+func wantSchema(t *testing.T, path string) string {
+	tbl, err := ReadAll(t.Context(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tbl.Release()
+	return tbl.Schema().String()
+}
+
+// Float columns of only nulls (an empty dictionary: written PLAIN) or one
+// value (a dictionary of width 1), booleans of only nulls, and a batch of
+// no rows, read back as pqarrow's writer gives them.
+func TestFastChunkEdgeColumns(t *testing.T) {
+	sc := arrow.NewSchema([]arrow.Field{
+		{Name: "nulls", Type: arrow.PrimitiveTypes.Float32, Nullable: true},
+		{Name: "one", Type: arrow.PrimitiveTypes.Float64},
+		{Name: "flag", Type: arrow.FixedWidthTypes.Boolean, Nullable: true},
+		{Name: "n", Type: arrow.PrimitiveTypes.Int32, Nullable: true},
+	}, nil)
+	b := array.NewRecordBuilder(memory.DefaultAllocator, sc)
+	defer b.Release()
+	empty := b.NewRecordBatch()
+	defer empty.Release()
+	for i := range 10 {
+		b.Field(0).AppendNull()
+		b.Field(1).(*array.Float64Builder).Append(2.5)
+		b.Field(2).AppendNull()
+		b.Field(3).(*array.Int32Builder).Append(int32(i * i))
+	}
+	rec := b.NewRecordBatch()
+	defer rec.Release()
+	for name, recs := range map[string][]arrow.RecordBatch{"rows": {empty, rec, empty}, "none": {empty}} {
+		dir := t.TempDir()
+		got, want := filepath.Join(dir, "got"), filepath.Join(dir, "want")
+		wtWrite(t, got, sc, recs, Options{})
+		wtSerial(t, want, sc, recs, MaxRowGroup)
+		t.Run(name, func(t *testing.T) {
+			if name == "rows" {
+				wtEqual(t, got, want)
+				return
+			}
+			tbl, err := ReadAll(t.Context(), got)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tbl.Release()
+			if tbl.NumRows() != 0 || tbl.Schema().String() != wantSchema(t, want) {
+				t.Errorf("%d rows, schema %v", tbl.NumRows(), tbl.Schema())
+			}
+		})
+	}
+}
