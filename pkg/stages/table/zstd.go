@@ -2,6 +2,7 @@ package table
 
 import (
 	"encoding/binary"
+	"math"
 	"sync"
 
 	"github.com/apache/arrow-go/v18/parquet/compress"
@@ -21,37 +22,48 @@ import (
 // whole; pages shorter than twice that are compressed without a trial.
 const sampleBytes = 16 << 10
 
-// worthIt reports whether a sample of n bytes that compressed to c is
-// worth compressing the page for: it saved at least a sixteenth.
-func worthIt(n, c int) bool { return c <= n-n/16 }
+// sampled compresses src with enc, unless compressing its first
+// sampleBytes saves less than a sixteenth: then it stores src with store.
+// Pages shorter than twice the sample, or longer than most, are
+// compressed without a trial. dst is the memory to use.
+func sampled(dst, src []byte, most int, enc, store func(dst, src []byte) []byte) []byte {
+	if len(src) >= 2*sampleBytes && len(src) <= most {
+		trial := enc(dst[:0], src[:sampleBytes])
+		if len(trial) > sampleBytes-sampleBytes/16 {
+			return store(trial[:0], src)
+		}
+		dst = trial // reuse its memory
+	}
+	return enc(dst[:0], src)
+}
 
-// zstdCodec replaces arrow-go's ZSTD page encoder (only ingest's tables use
+// pageCodec is a page encoder in place of one of arrow-go's: enc
+// compresses with a pooled E, store stores (see sampled), pages up to
+// most bytes long.
+type pageCodec[E any] struct {
+	compress.Codec // arrow-go's: decoding and bounds
+	pool           sync.Pool
+	most           int
+	enc            func(e E, dst, src []byte) []byte
+	store          func(dst, src []byte) []byte
+}
+
+func (c *pageCodec[E]) Encode(dst, src []byte) []byte { return c.EncodeLevel(dst, src, 0) }
+
+// EncodeLevel encodes src: the codecs have one level each.
+func (c *pageCodec[E]) EncodeLevel(dst, src []byte, _ int) []byte {
+	e := c.pool.Get().(E)
+	defer c.pool.Put(e)
+	return sampled(dst, src, c.most, func(dst, src []byte) []byte { return c.enc(e, dst, src) }, c.store)
+}
+
+// The ZSTD page encoder replaces arrow-go's (only ingest's tables use
 // zstd): klauspost's fastest level, as arrow-go's level 1, but without
 // Huffman coding of the literals, which arrow-go forces on
 // (WithAllLitEntropyCompression). At 3M rows ingest spends 0.25 s less CPU
 // (3 alternating runs: 3.16–3.25 → 2.98–3.07 s, ingest's wall 1.6 → 1.5 s)
-// for a 6% larger table (58.5 → 62.0 MB). Decoding is arrow-go's.
-type zstdCodec struct {
-	compress.Codec // arrow-go's: decoding and bounds
-	pool           sync.Pool
-}
-
-func (c *zstdCodec) Encode(dst, src []byte) []byte { return c.EncodeLevel(dst, src, 1) }
-
-// EncodeLevel encodes at the one level the writer asks for (Options.Codec
-// Zstd is level 1).
-func (c *zstdCodec) EncodeLevel(dst, src []byte, _ int) []byte {
-	enc := c.pool.Get().(*zstd.Encoder)
-	defer c.pool.Put(enc)
-	if len(src) >= 2*sampleBytes && len(src) <= maxStoredZstd {
-		trial := enc.EncodeAll(src[:sampleBytes], dst[:0])
-		if !worthIt(sampleBytes, len(trial)) {
-			return zstdStored(trial[:0], src)
-		}
-		dst = trial // reuse its memory
-	}
-	return enc.EncodeAll(src, dst[:0])
-}
+// for a 6% larger table (58.5 → 62.0 MB). Decoding is arrow-go's. The
+// codecs are registered in init.
 
 // maxStoredZstd bounds the pages zstdStored writes: its frame declares the
 // page's size as the decoder's window (single segment), and decoders limit
@@ -82,38 +94,6 @@ func zstdStored(dst, src []byte) []byte {
 	}
 }
 
-// lz4Codec replaces arrow-go's LZ4_RAW page encoder (pierrec's block
-// compressor, as arrow-go's) to store incompressible pages as literals.
-type lz4Codec struct {
-	compress.Codec // arrow-go's: decoding and bounds
-	pool           sync.Pool
-}
-
-func (c *lz4Codec) Encode(dst, src []byte) []byte { return c.EncodeLevel(dst, src, 0) }
-
-// EncodeLevel encodes src: LZ4 has no levels.
-func (c *lz4Codec) EncodeLevel(dst, src []byte, _ int) []byte {
-	comp := c.pool.Get().(*lz4.Compressor)
-	defer c.pool.Put(comp)
-	if bound := lz4.CompressBlockBound(len(src)); cap(dst) < bound {
-		dst = make([]byte, 0, bound)
-	}
-	if len(src) >= 2*sampleBytes {
-		n, err := comp.CompressBlock(src[:sampleBytes], dst[:cap(dst)])
-		if err != nil {
-			panic(err) // dst is large enough: cannot happen
-		}
-		if n == 0 || !worthIt(sampleBytes, n) {
-			return lz4Stored(dst[:0], src)
-		}
-	}
-	n, err := comp.CompressBlock(src, dst[:cap(dst)])
-	if err != nil {
-		panic(err)
-	}
-	return dst[:n]
-}
-
 // lz4Stored appends to dst an LZ4 block holding src as one run of
 // literals: a token with the literal length (15 meaning "more follows")
 // and no match, the rest of the length in bytes of 255 and a last byte
@@ -137,7 +117,8 @@ func init() {
 	if err != nil {
 		panic(err)
 	}
-	zc := &zstdCodec{Codec: orig}
+	zc := &pageCodec[*zstd.Encoder]{Codec: orig, most: maxStoredZstd, store: zstdStored,
+		enc: func(e *zstd.Encoder, dst, src []byte) []byte { return e.EncodeAll(src, dst) }}
 	zc.pool.New = func() any {
 		enc, err := zstd.NewWriter(nil, zstd.WithZeroFrames(true), zstd.WithEncoderLevel(zstd.SpeedFastest),
 			zstd.WithEncoderConcurrency(1), zstd.WithNoEntropyCompression(true))
@@ -148,11 +129,27 @@ func init() {
 	}
 	compress.RegisterCodec(compress.Codecs.Zstd, zc)
 
+	// LZ4_RAW: pierrec's block compressor, as arrow-go's.
 	orig, err = compress.GetCodec(compress.Codecs.Lz4Raw)
 	if err != nil {
 		panic(err)
 	}
-	lc := &lz4Codec{Codec: orig}
+	lc := &pageCodec[*lz4.Compressor]{Codec: orig, most: math.MaxInt, store: lz4Stored, enc: lz4Encode}
 	lc.pool.New = func() any { return new(lz4.Compressor) }
 	compress.RegisterCodec(compress.Codecs.Lz4Raw, lc)
+}
+
+// lz4Encode appends src as an LZ4 block to dst.
+func lz4Encode(comp *lz4.Compressor, dst, src []byte) []byte {
+	if bound := lz4.CompressBlockBound(len(src)); cap(dst) < bound {
+		dst = make([]byte, 0, bound)
+	}
+	n, err := comp.CompressBlock(src, dst[:cap(dst)])
+	if err != nil {
+		panic(err) // dst holds CompressBlockBound: cannot happen
+	}
+	if n == 0 { // pierrec's "incompressible": stored
+		return lz4Stored(dst[:0], src)
+	}
+	return dst[:n]
 }

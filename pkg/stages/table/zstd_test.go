@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/apache/arrow-go/v18/parquet/compress"
+	"github.com/klauspost/compress/zstd"
 	"github.com/pierrec/lz4/v4"
 )
 
@@ -91,9 +92,9 @@ func BenchmarkCodecs(b *testing.B) {
 		ours, _ := compress.GetCodec(name)
 		var arrow compress.Codec
 		switch c := ours.(type) {
-		case *zstdCodec:
+		case *pageCodec[*zstd.Encoder]:
 			arrow = c.Codec
-		case *lz4Codec:
+		case *pageCodec[*lz4.Compressor]:
 			arrow = c.Codec
 		}
 		for _, k := range []string{"random", "few"} {
