@@ -3,6 +3,7 @@ package table
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"math"
 	"math/bits"
 	"slices"
@@ -34,7 +35,8 @@ type fastChunk struct {
 	meta     *metadata.ColumnChunkMetaDataBuilder
 	pager    file.PageWriter
 	descr    *schema.Column
-	typ      arrow.Type // of the arrays given
+	dt       arrow.DataType // of the arrays given
+	typ      arrow.Type     // dt's
 	enc      parquet.Encoding
 	nullable bool // the column has definition levels
 	stats    bool
@@ -92,7 +94,7 @@ const pageBytes = 1 << 20
 // pager, with buffers bufs (nil: new ones).
 func newFastChunk(meta *metadata.ColumnChunkMetaDataBuilder, pager file.PageWriter, dt arrow.DataType, props *parquet.WriterProperties, bufs *pageBufs) *fastChunk {
 	descr := meta.Descr()
-	c := &fastChunk{meta: meta, pager: pager, descr: descr, typ: dt.ID(), enc: props.EncodingFor(descr.Path()),
+	c := &fastChunk{meta: meta, pager: pager, descr: descr, dt: dt, typ: dt.ID(), enc: props.EncodingFor(descr.Path()),
 		nullable: descr.MaxDefinitionLevel() > 0, stats: props.StatisticsEnabledFor(descr.Path()), pageBufs: bufs, props: props}
 	switch c.typ {
 	case arrow.BOOL:
@@ -129,6 +131,9 @@ func newFastChunk(meta *metadata.ColumnChunkMetaDataBuilder, pager file.PageWrit
 func (c *fastChunk) write(a arrow.Array) error {
 	if a.NullN() > 0 && !c.nullable {
 		return errNullInRequired
+	}
+	if a.DataType().ID() != c.typ {
+		return fmt.Errorf("an array of %s where the column is %s", a.DataType(), c.dt)
 	}
 	for off := 0; off < a.Len(); {
 		take := min(a.Len()-off, c.perPage-c.n)

@@ -6,6 +6,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -268,5 +269,26 @@ func TestFastChunkEdgeColumns(t *testing.T) {
 				t.Errorf("%d rows, schema %v", tbl.NumRows(), tbl.Schema())
 			}
 		})
+	}
+}
+
+// A batch whose column has another type than the schema's is refused,
+// naming the column, not written as garbage.
+func TestFastChunkWrongType(t *testing.T) {
+	sc := arrow.NewSchema([]arrow.Field{{Name: "x", Type: arrow.PrimitiveTypes.Int8}}, nil)
+	b := array.NewInt32Builder(memory.DefaultAllocator)
+	defer b.Release()
+	b.AppendValues([]int32{1, 2}, nil)
+	a := b.NewArray()
+	defer a.Release()
+	rec := array.NewRecordBatch(arrow.NewSchema([]arrow.Field{{Name: "x", Type: arrow.PrimitiveTypes.Int32}}, nil), []arrow.Array{a}, 2)
+	defer rec.Release()
+	w, err := Create(filepath.Join(t.TempDir(), "t"), sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Abort()
+	if err := w.Write(rec); err == nil || !strings.Contains(err.Error(), "column x: an array of int32 where the column is int8") {
+		t.Errorf("Write: %v", err)
 	}
 }
