@@ -63,6 +63,10 @@ type fastChunk struct {
 	dict    *floatDict
 	hasDict bool
 	props   *parquet.WriterProperties
+	// Dictionaries of strings: the batch dictionary last mapped and the
+	// chunk indices of its entries.
+	mapFrom arrow.ArrayData
+	mapping []uint16
 }
 
 // pageBufs are a column's page buffers, handed from one row group's
@@ -72,6 +76,7 @@ type fastChunk struct {
 // encoded page; comp, the compressed one.
 type pageBufs struct {
 	i64        []int64
+	pidx       []uint16 // dictionary arrays' indices, in the chunk's dictionary
 	raw, valid []byte
 	page, comp bytes.Buffer
 	dict       *floatDict
@@ -83,6 +88,9 @@ func fastType(dt arrow.DataType) bool {
 	switch dt.ID() {
 	case arrow.INT8, arrow.INT16, arrow.INT32, arrow.DATE32, arrow.INT64, arrow.FLOAT32, arrow.FLOAT64, arrow.BOOL:
 		return true
+	case arrow.DICTIONARY:
+		d := dt.(*arrow.DictionaryType)
+		return arrow.IsInteger(d.IndexType.ID()) && (d.ValueType.ID() == arrow.STRING || d.ValueType.ID() == arrow.BINARY)
 	}
 	return false
 }
@@ -106,12 +114,12 @@ func newFastChunk(meta *metadata.ColumnChunkMetaDataBuilder, pager file.PageWrit
 	default:
 		c.perPage = pageBytes / 4
 	}
-	if c.typ == arrow.FLOAT32 || c.typ == arrow.FLOAT64 {
+	if c.typ == arrow.FLOAT32 || c.typ == arrow.FLOAT64 || c.typ == arrow.DICTIONARY {
 		if c.pageBufs != nil && c.pageBufs.dict != nil {
 			c.dict = c.pageBufs.dict
 			c.dict.reset()
 		} else {
-			c.dict = newFloatDict()
+			c.dict = newFloatDict(c.typ == arrow.DICTIONARY)
 		}
 	}
 	if c.pageBufs == nil {
@@ -137,7 +145,9 @@ func (c *fastChunk) write(a arrow.Array) error {
 	}
 	for off := 0; off < a.Len(); {
 		take := min(a.Len()-off, c.perPage-c.n)
-		c.add(a, off, take)
+		if err := c.add(a, off, take); err != nil {
+			return err
+		}
 		off += take
 		if c.n == c.perPage {
 			if err := c.flush(); err != nil {
@@ -149,7 +159,7 @@ func (c *fastChunk) write(a arrow.Array) error {
 }
 
 // add appends rows [off, off+n) of a to the open page.
-func (c *fastChunk) add(a arrow.Array, off, n int) {
+func (c *fastChunk) add(a arrow.Array, off, n int) error {
 	nulls := 0
 	if a.NullN() > 0 {
 		nulls = n - bitutil.CountSetBits(a.NullBitmapBytes(), a.Data().Offset()+off, n)
@@ -188,9 +198,103 @@ func (c *fastChunk) add(a arrow.Array, off, n int) {
 		c.raw = appendFloats(c, c.raw, v.Float64Values()[off:off+n], valid, off, nulls)
 	case *array.Boolean:
 		c.addBools(v, off, n, nulls)
+	case *array.Dictionary:
+		if err := c.addStrings(v, off, n, valid); err != nil {
+			return err
+		}
 	}
 	c.n += n
 	c.nulls += nulls
+	return nil
+}
+
+// addStrings appends rows [off, off+n) of a dictionary array of strings:
+// their indices in the chunk's dictionary (mapped from v's own), or, once
+// that is full, their PLAIN values.
+func (c *fastChunk) addStrings(v *array.Dictionary, off, n int, valid func(int) bool) error {
+	if c.dict != nil && v.Dictionary().Data() != c.mapFrom && !c.mapDict(v.Dictionary()) {
+		// Too many distinct values: the pages held and the open one go
+		// PLAIN, as the rest of the chunk.
+		if err := c.dropDict(); err != nil {
+			return err
+		}
+		for _, i := range c.pidx {
+			c.raw = c.dict.appendPlain(c.raw, i)
+		}
+		c.pidx = c.pidx[:0]
+		c.dict = nil
+	}
+	if c.dict == nil {
+		for i := off; i < off+n; i++ {
+			if valid == nil || valid(i) {
+				c.raw = appendByteArray(c.raw, dictString(v.Dictionary(), v.GetValueIndex(i)))
+			}
+		}
+		return nil
+	}
+	switch idx := v.Indices().(type) {
+	case *array.Int8:
+		c.pidx = appendMapped(c.pidx, idx.Int8Values()[off:off+n], c.mapping, valid, off)
+	case *array.Int16:
+		c.pidx = appendMapped(c.pidx, idx.Int16Values()[off:off+n], c.mapping, valid, off)
+	case *array.Int32:
+		c.pidx = appendMapped(c.pidx, idx.Int32Values()[off:off+n], c.mapping, valid, off)
+	default:
+		for i := off; i < off+n; i++ {
+			if valid == nil || valid(i) {
+				c.pidx = append(c.pidx, uint16(c.mapping[v.GetValueIndex(i)]))
+			}
+		}
+	}
+	return nil
+}
+
+// mapDict maps the entries of a batch's dictionary to the chunk's,
+// adding them; false when that is full.
+func (c *fastChunk) mapDict(dict arrow.Array) bool {
+	d := c.dict
+	c.mapping = c.mapping[:0]
+	for j := range dict.Len() {
+		s := dictString(dict, j)
+		i, ok := d.strIdx[s]
+		if !ok {
+			if len(d.strs) == dictMax {
+				return false
+			}
+			i = uint16(len(d.strs))
+			d.strs = append(d.strs, s)
+			d.strIdx[s] = i
+		}
+		c.mapping = append(c.mapping, i)
+	}
+	c.mapFrom = dict.Data()
+	return true
+}
+
+// dictString is entry j of a dictionary of strings or binaries.
+func dictString(dict arrow.Array, j int) string {
+	switch d := dict.(type) {
+	case *array.String:
+		return d.Value(j)
+	case *array.Binary:
+		return d.ValueString(j)
+	}
+	return ""
+}
+
+func appendMapped[T int8 | int16 | int32](dst []uint16, src []T, mapping []uint16, valid func(int) bool, off int) []uint16 {
+	for i, x := range src {
+		if valid == nil || valid(off+i) {
+			dst = append(dst, mapping[x])
+		}
+	}
+	return dst
+}
+
+// appendByteArray appends s PLAIN as a BYTE_ARRAY: its length in 4
+// bytes, then its bytes.
+func appendByteArray(dst []byte, s string) []byte {
+	return append(binary.LittleEndian.AppendUint32(dst, uint32(len(s))), s...)
 }
 
 func appendInts[T int8 | int16 | int32 | arrow.Date32 | int64](dst []int64, src []T, valid func(int) bool, off int) []int64 {
@@ -306,8 +410,8 @@ func (c *fastChunk) flush() error {
 	switch {
 	case c.typ == arrow.BOOL:
 		c.page.Write(c.raw[:bitutil.BytesForBits(int64(c.nbits))])
-	case c.typ == arrow.FLOAT32 || c.typ == arrow.FLOAT64:
-		c.page.Write(c.raw)
+	case c.typ == arrow.FLOAT32 || c.typ == arrow.FLOAT64 || c.typ == arrow.DICTIONARY:
+		c.page.Write(c.raw) // PLAIN: without a dictionary
 	default:
 		if c.stats && nvals > 0 {
 			lo, hi := c.i64[0], c.i64[0]
@@ -333,7 +437,9 @@ func (c *fastChunk) flush() error {
 		}
 	}
 	var err error
-	if c.dict != nil && !c.dict.hold(c, levels, nvals) {
+	if c.dict != nil && c.typ == arrow.DICTIONARY {
+		c.dict.holdIndices(c, levels)
+	} else if c.dict != nil && !c.dict.hold(c, levels, nvals) {
 		// Too many distinct values: the pages held go PLAIN, as the
 		// rest of the chunk.
 		err = c.dropDict()
@@ -346,7 +452,7 @@ func (c *fastChunk) flush() error {
 	c.chunkNulls += int64(c.nulls)
 	c.values += int64(nvals)
 	c.n, c.nulls, c.hasNull, c.nbits = 0, 0, false, 0
-	c.i64, c.raw = c.i64[:0], c.raw[:0]
+	c.i64, c.raw, c.pidx = c.i64[:0], c.raw[:0], c.pidx[:0]
 	return err
 }
 
@@ -375,26 +481,22 @@ func (c *fastChunk) finish() error {
 	if d == nil || len(d.held) == 0 {
 		return nil
 	}
-	if len(d.keys) == 0 { // only nulls: no dictionary
+	if d.size() == 0 { // only nulls: no dictionary
 		err := c.dropDict()
 		c.dict = nil
 		return err
 	}
 	c.dict = nil
 	c.page.Reset()
-	for _, k := range d.keys {
-		if c.typ == arrow.FLOAT32 {
-			c.page.Write(binary.LittleEndian.AppendUint32(c.comp.AvailableBuffer(), uint32(k)))
-		} else {
-			c.page.Write(binary.LittleEndian.AppendUint64(c.comp.AvailableBuffer(), k))
-		}
+	for i := range d.size() {
+		c.page.Write(d.appendPlain(c.comp.AvailableBuffer(), uint16(i)))
 	}
-	dp := file.NewDictionaryPage(memory.NewBufferBytes(bytes.Clone(c.page.Bytes())), int32(len(d.keys)), c.props.DictionaryPageEncoding())
+	dp := file.NewDictionaryPage(memory.NewBufferBytes(bytes.Clone(c.page.Bytes())), int32(d.size()), c.props.DictionaryPageEncoding())
 	if _, err := c.pager.WriteDictionaryPage(dp); err != nil {
 		return err
 	}
 	c.hasDict = true
-	w := max(1, bits.Len(uint(len(d.keys)-1)))
+	w := max(1, bits.Len(uint(d.size()-1)))
 	for _, h := range d.held {
 		c.page.Reset()
 		c.page.Write(h.levels)
@@ -419,11 +521,7 @@ func (c *fastChunk) dropDict() error {
 		plain.Reset()
 		plain.Write(h.levels)
 		for _, i := range h.idx {
-			if c.typ == arrow.FLOAT32 {
-				plain.Write(binary.LittleEndian.AppendUint32(c.comp.AvailableBuffer(), uint32(d.keys[i])))
-			} else {
-				plain.Write(binary.LittleEndian.AppendUint64(c.comp.AvailableBuffer(), d.keys[i]))
-			}
+			plain.Write(d.appendPlain(c.comp.AvailableBuffer(), i))
 		}
 		if err := c.writePage(plain.Bytes(), h.n, c.enc, h.firstRow); err != nil {
 			return err
@@ -600,8 +698,11 @@ const dictMax = 1 << 14
 // bits in order of first appearance, an open-addressing table over them,
 // and the pages encoded so far, waiting for the dictionary page.
 type floatDict struct {
-	keys  []uint64
-	slots []int32 // index+1; 0: free
+	keys   []uint64
+	slots  []int32 // index+1; 0: free
+	f32    bool    // the keys are float32s' bits
+	strs   []string
+	strIdx map[string]uint16 // a dictionary of strings: strs and their indices, not keys
 	held  []heldPage
 	spare [][]uint16 // idx slices of pages written, for reuse
 }
@@ -614,11 +715,41 @@ type heldPage struct {
 	idx         []uint16
 }
 
-func newFloatDict() *floatDict { return &floatDict{slots: make([]int32, 2*dictMax)} }
+func newFloatDict(strs bool) *floatDict {
+	if strs {
+		return &floatDict{strIdx: map[string]uint16{}}
+	}
+	return &floatDict{slots: make([]int32, 2*dictMax)}
+}
 
 func (d *floatDict) reset() {
-	d.keys = d.keys[:0]
+	d.keys, d.strs = d.keys[:0], d.strs[:0]
 	clear(d.slots)
+	clear(d.strIdx)
+}
+
+// size is how many values the dictionary holds.
+func (d *floatDict) size() int { return len(d.keys) + len(d.strs) }
+
+// appendPlain appends value i PLAIN.
+func (d *floatDict) appendPlain(dst []byte, i uint16) []byte {
+	switch {
+	case d.strIdx != nil:
+		return appendByteArray(dst, d.strs[i])
+	case d.f32:
+		return binary.LittleEndian.AppendUint32(dst, uint32(d.keys[i]))
+	}
+	return binary.LittleEndian.AppendUint64(dst, d.keys[i])
+}
+
+// holdIndices holds the open page of a dictionary array, whose indices
+// are in c.pidx.
+func (d *floatDict) holdIndices(c *fastChunk, levels int) {
+	d.held = append(d.held, heldPage{n: c.n, firstRow: c.rows, levels: bytes.Clone(c.page.Bytes()[:levels]), idx: c.pidx})
+	c.pidx = nil
+	if n := len(d.spare); n > 0 {
+		c.pidx, d.spare = d.spare[n-1], d.spare[:n-1]
+	}
 }
 
 func (d *floatDict) free(h heldPage) { d.spare = append(d.spare, h.idx[:0]) }
@@ -633,7 +764,8 @@ func (d *floatDict) hold(c *fastChunk, levels, nvals int) bool {
 	idx = slices.Grow(idx[:0], nvals)[:nvals]
 	vals := c.page.Bytes()[levels:]
 	var ok bool
-	if c.typ == arrow.FLOAT32 {
+	d.f32 = c.typ == arrow.FLOAT32
+	if d.f32 {
 		ok = indexAll(d, idx, unsafe.Slice((*uint32)(unsafe.Pointer(unsafe.SliceData(vals))), nvals))
 	} else {
 		ok = indexAll(d, idx, unsafe.Slice((*uint64)(unsafe.Pointer(unsafe.SliceData(vals))), nvals))

@@ -292,3 +292,83 @@ func TestFastChunkWrongType(t *testing.T) {
 		t.Errorf("Write: %v", err)
 	}
 }
+
+// dictBatch makes n rows of dictionary arrays: s over dictionary words
+// (its own per batch), many over as many distinct strings as rows from
+// first on, with nulls in s.
+func dictBatch(r *rand.Rand, sc *arrow.Schema, words []string, first, n int) arrow.RecordBatch {
+	sb := array.NewStringBuilder(memory.DefaultAllocator)
+	defer sb.Release()
+	sb.AppendValues(words, nil)
+	dict := sb.NewArray()
+	defer dict.Release()
+	ib := array.NewInt16Builder(memory.DefaultAllocator)
+	defer ib.Release()
+	for range n {
+		if r.IntN(20) == 0 {
+			ib.AppendNull()
+		} else {
+			ib.Append(int16(r.IntN(len(words))))
+		}
+	}
+	idx := ib.NewArray()
+	defer idx.Release()
+	s := array.NewDictionaryArray(sc.Field(0).Type, idx, dict)
+	defer s.Release()
+	for i := range n {
+		sb.Append(fmt.Sprint("v", first+i))
+	}
+	mdict := sb.NewArray()
+	defer mdict.Release()
+	mb := array.NewInt32Builder(memory.DefaultAllocator)
+	defer mb.Release()
+	for i := range n {
+		mb.Append(int32(i))
+	}
+	midx := mb.NewArray()
+	defer midx.Release()
+	m := array.NewDictionaryArray(sc.Field(1).Type, midx, mdict)
+	defer m.Release()
+	return array.NewRecordBatch(sc, []arrow.Array{s, m}, int64(n))
+}
+
+// Dictionary arrays of strings keep a dictionary per column chunk, mapped
+// from each batch's own, over pages and row groups, and read back as
+// pqarrow's writer gives them; a column whose strings outgrow the
+// dictionary is written PLAIN.
+func TestFastChunkStrings(t *testing.T) {
+	sc := arrow.NewSchema([]arrow.Field{
+		{Name: "s", Type: &arrow.DictionaryType{IndexType: arrow.PrimitiveTypes.Int16, ValueType: arrow.BinaryTypes.String}, Nullable: true},
+		{Name: "many", Type: &arrow.DictionaryType{IndexType: arrow.PrimitiveTypes.Int32, ValueType: arrow.BinaryTypes.String}},
+	}, nil)
+	r := rand.New(rand.NewPCG(9, 10))
+	var recs []arrow.RecordBatch
+	first := 0
+	for i, n := range []int{120000, 3, 200000, 80000} {
+		words := [][]string{{"a", "b", "c"}, {"c"}, {"d", "", "b", "a"}, {"é", "a"}}[i]
+		recs = append(recs, dictBatch(r, sc, words, first, n))
+		first += n
+	}
+	defer func() {
+		for _, rec := range recs {
+			rec.Release()
+		}
+	}()
+	dir := t.TempDir()
+	got, want := filepath.Join(dir, "got"), filepath.Join(dir, "want")
+	wtWrite(t, got, sc, recs, Options{RowGroupRows: 300000})
+	wtSerial(t, want, sc, recs, 300000)
+	wtEqual(t, got, want)
+	g, err := file.OpenParquetFile(got, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	for rg := range g.NumRowGroups() {
+		s, _ := g.MetaData().RowGroup(rg).ColumnChunk(0)
+		m, _ := g.MetaData().RowGroup(rg).ColumnChunk(1)
+		if !s.HasDictionaryPage() || m.HasDictionaryPage() {
+			t.Errorf("row group %d: dictionary pages %v, %v; want true, false", rg, s.HasDictionaryPage(), m.HasDictionaryPage())
+		}
+	}
+}

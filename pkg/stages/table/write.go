@@ -172,7 +172,9 @@ func CreateWith(path string, schema *arrow.Schema, opt Options) (*Writer, error)
 	}
 	fast := make([]bool, schema.NumFields())
 	for i, f := range schema.Fields() {
-		fast[i] = !dict[i] && fastType(f.Type)
+		// Dictionary arrays keep their dictionary; other columns listed
+		// in dict go through arrow-go's dictionary encoder.
+		fast[i] = fastType(f.Type) && dict[i] == (f.Type.ID() == arrow.DICTIONARY)
 	}
 	f, err := os.Create(path)
 	if err != nil {
