@@ -703,8 +703,8 @@ type floatDict struct {
 	f32    bool    // the keys are float32s' bits
 	strs   []string
 	strIdx map[string]uint16 // a dictionary of strings: strs and their indices, not keys
-	held  []heldPage
-	spare [][]uint16 // idx slices of pages written, for reuse
+	held   []heldPage
+	spare  [][]uint16 // idx slices of pages written, for reuse
 }
 
 // heldPage is a dictionary-encoded page waiting: its rows, first row,
