@@ -20,7 +20,8 @@ import (
 )
 
 // fastChunk writes one column chunk of a flat fixed-width column (signed
-// integers up to 64 bits, dates, floats, booleans) without arrow-go's
+// integers up to 64 bits, dates, floats, booleans, dictionary arrays of
+// strings) without arrow-go's
 // generic column writer, which spent most of the writer's CPU outside the
 // compressor: its DELTA_BINARY_PACKED encoder packs one value at a time
 // through a bit writer (0.5 s of ingest's and of preprocess's CPU at 3M
@@ -57,10 +58,10 @@ type fastChunk struct {
 	fmin, fmax         float64
 	nTrue              int64
 
-	// dict, while not nil, dictionary-encodes the chunk (floats only):
+	// dict, while not nil, dictionary-encodes the chunk (floats, strings):
 	// its pages wait in dict.held for the dictionary page, which comes
 	// first. hasDict: the dictionary page is written.
-	dict    *floatDict
+	dict    *chunkDict
 	hasDict bool
 	props   *parquet.WriterProperties
 	// Dictionaries of strings: the batch dictionary last mapped and the
@@ -79,7 +80,7 @@ type pageBufs struct {
 	pidx       []uint16 // dictionary arrays' indices, in the chunk's dictionary
 	raw, valid []byte
 	page, comp bytes.Buffer
-	dict       *floatDict
+	dict       *chunkDict
 }
 
 // fastType reports whether a column of type dt can be written by a
@@ -119,7 +120,7 @@ func newFastChunk(meta *metadata.ColumnChunkMetaDataBuilder, pager file.PageWrit
 			c.dict = c.pageBufs.dict
 			c.dict.reset()
 		} else {
-			c.dict = newFloatDict(c.typ == arrow.DICTIONARY)
+			c.dict = newChunkDict(c.typ == arrow.DICTIONARY)
 		}
 	}
 	if c.pageBufs == nil {
@@ -687,17 +688,19 @@ func packBits(dst []byte, vals []uint16, w uint) []byte {
 	return dst
 }
 
-// dictMax is the most distinct values a float column chunk's dictionary
-// holds: at most 14-bit indices, against 32 or 64 bits a value PLAIN. The
+// dictMax is the most distinct values a column chunk's dictionary holds
+// (a float column's, or a dictionary array column's of strings): at most 14-bit indices, against 32 or 64 bits a value PLAIN. The
 // standardized small integers of a features table (a handful of values),
 // categories' means and prices in cents fit; measurements do not, and
 // give up within the first dictMax+1 distinct values.
 const dictMax = 1 << 14
 
-// floatDict dictionary-encodes a float column chunk: the distinct values'
-// bits in order of first appearance, an open-addressing table over them,
-// and the pages encoded so far, waiting for the dictionary page.
-type floatDict struct {
+// chunkDict dictionary-encodes a column chunk: for floats, the distinct
+// values' bits in order of first appearance and an open-addressing table
+// over them; for strings, the strings in the batches' dictionaries' order
+// and a map to their indices; the pages encoded so far, waiting for the
+// dictionary page.
+type chunkDict struct {
 	keys   []uint64
 	slots  []int32 // index+1; 0: free
 	f32    bool    // the keys are float32s' bits
@@ -715,24 +718,24 @@ type heldPage struct {
 	idx         []uint16
 }
 
-func newFloatDict(strs bool) *floatDict {
+func newChunkDict(strs bool) *chunkDict {
 	if strs {
-		return &floatDict{strIdx: map[string]uint16{}}
+		return &chunkDict{strIdx: map[string]uint16{}}
 	}
-	return &floatDict{slots: make([]int32, 2*dictMax)}
+	return &chunkDict{slots: make([]int32, 2*dictMax)}
 }
 
-func (d *floatDict) reset() {
+func (d *chunkDict) reset() {
 	d.keys, d.strs = d.keys[:0], d.strs[:0]
 	clear(d.slots)
 	clear(d.strIdx)
 }
 
 // size is how many values the dictionary holds.
-func (d *floatDict) size() int { return len(d.keys) + len(d.strs) }
+func (d *chunkDict) size() int { return len(d.keys) + len(d.strs) }
 
 // appendPlain appends value i PLAIN.
-func (d *floatDict) appendPlain(dst []byte, i uint16) []byte {
+func (d *chunkDict) appendPlain(dst []byte, i uint16) []byte {
 	switch {
 	case d.strIdx != nil:
 		return appendByteArray(dst, d.strs[i])
@@ -744,7 +747,7 @@ func (d *floatDict) appendPlain(dst []byte, i uint16) []byte {
 
 // holdIndices holds the open page of a dictionary array, whose indices
 // are in c.pidx.
-func (d *floatDict) holdIndices(c *fastChunk, levels int) {
+func (d *chunkDict) holdIndices(c *fastChunk, levels int) {
 	d.held = append(d.held, heldPage{n: c.n, firstRow: c.rows, levels: bytes.Clone(c.page.Bytes()[:levels]), idx: c.pidx})
 	c.pidx = nil
 	if n := len(d.spare); n > 0 {
@@ -752,11 +755,11 @@ func (d *floatDict) holdIndices(c *fastChunk, levels int) {
 	}
 }
 
-func (d *floatDict) free(h heldPage) { d.spare = append(d.spare, h.idx[:0]) }
+func (d *chunkDict) free(h heldPage) { d.spare = append(d.spare, h.idx[:0]) }
 
 // hold indexes the open page's values (the bytes of c.page after levels)
 // and holds the page; false when the dictionary is full.
-func (d *floatDict) hold(c *fastChunk, levels, nvals int) bool {
+func (d *chunkDict) hold(c *fastChunk, levels, nvals int) bool {
 	var idx []uint16
 	if n := len(d.spare); n > 0 {
 		idx, d.spare = d.spare[n-1], d.spare[:n-1]
@@ -780,7 +783,7 @@ func (d *floatDict) hold(c *fastChunk, levels, nvals int) bool {
 
 // indexAll sets idx[i] to the index of vals[i]'s bits, adding them as
 // needed; false when more than dictMax are distinct.
-func indexAll[T uint32 | uint64](d *floatDict, idx []uint16, vals []T) bool {
+func indexAll[T uint32 | uint64](d *chunkDict, idx []uint16, vals []T) bool {
 	const shift = 64 - 15 // log2(len(slots))
 	mask := len(d.slots) - 1
 	last, lastIdx := uint64(0), -1
