@@ -39,6 +39,31 @@ func TestDeltaPack(t *testing.T) {
 	}
 }
 
+// fastBoth writes batches of the given sizes (made by batch(i, first
+// row, rows)) with Writer and with pqarrow's writer, in row groups of
+// rowGroup rows, checks that they read back the same and returns their
+// paths.
+func fastBoth(t *testing.T, sc *arrow.Schema, sizes []int, rowGroup int, batch func(i, first, n int) arrow.RecordBatch) (got, want string) {
+	t.Helper()
+	var recs []arrow.RecordBatch
+	first := 0
+	for i, n := range sizes {
+		recs = append(recs, batch(i, first, n))
+		first += n
+	}
+	defer func() {
+		for _, rec := range recs {
+			rec.Release()
+		}
+	}()
+	dir := t.TempDir()
+	got, want = filepath.Join(dir, "got"), filepath.Join(dir, "want")
+	wtWrite(t, got, sc, recs, Options{RowGroupRows: rowGroup})
+	wtSerial(t, want, sc, recs, rowGroup)
+	wtEqual(t, got, want)
+	return got, want
+}
+
 // fastSchema has every type fastChunk writes, with nulls, NaNs, -0 and
 // the integers' extremes.
 var fastSchema = arrow.NewSchema([]arrow.Field{
@@ -126,23 +151,9 @@ func fastBatch(r *rand.Rand, first, n int, nulls bool) arrow.RecordBatch {
 // second page is written PLAIN.
 func TestFastChunkMatchesPqarrow(t *testing.T) {
 	r := rand.New(rand.NewPCG(5, 6))
-	var recs []arrow.RecordBatch
-	first := 0
-	for i, n := range []int{70000, 1, 200000, 130001, 9} {
-		recs = append(recs, fastBatch(r, first, n, i != 1))
-		first += n
-	}
-	defer func() {
-		for _, rec := range recs {
-			rec.Release()
-		}
-	}()
-	dir := t.TempDir()
-	got, want := filepath.Join(dir, "got"), filepath.Join(dir, "want")
-	wtWrite(t, got, fastSchema, recs, Options{RowGroupRows: 250000})
-	wtSerial(t, want, fastSchema, recs, 250000)
-	wtEqual(t, got, want)
-
+	got, want := fastBoth(t, fastSchema, []int{70000, 1, 200000, 130001, 9}, 250000, func(i, first, n int) arrow.RecordBatch {
+		return fastBatch(r, first, n, i != 1)
+	})
 	g, err := file.OpenParquetFile(got, false)
 	if err != nil {
 		t.Fatal(err)
@@ -342,23 +353,10 @@ func TestFastChunkStrings(t *testing.T) {
 		{Name: "many", Type: &arrow.DictionaryType{IndexType: arrow.PrimitiveTypes.Int32, ValueType: arrow.BinaryTypes.String}},
 	}, nil)
 	r := rand.New(rand.NewPCG(9, 10))
-	var recs []arrow.RecordBatch
-	first := 0
-	for i, n := range []int{120000, 3, 200000, 80000} {
-		words := [][]string{{"a", "b", "c"}, {"c"}, {"d", "", "b", "a"}, {"é", "a"}}[i]
-		recs = append(recs, dictBatch(r, sc, words, first, n))
-		first += n
-	}
-	defer func() {
-		for _, rec := range recs {
-			rec.Release()
-		}
-	}()
-	dir := t.TempDir()
-	got, want := filepath.Join(dir, "got"), filepath.Join(dir, "want")
-	wtWrite(t, got, sc, recs, Options{RowGroupRows: 300000})
-	wtSerial(t, want, sc, recs, 300000)
-	wtEqual(t, got, want)
+	words := [][]string{{"a", "b", "c"}, {"c"}, {"d", "", "b", "a"}, {"é", "a"}}
+	got, _ := fastBoth(t, sc, []int{120000, 3, 200000, 80000}, 300000, func(i, first, n int) arrow.RecordBatch {
+		return dictBatch(r, sc, words[i], first, n)
+	})
 	g, err := file.OpenParquetFile(got, false)
 	if err != nil {
 		t.Fatal(err)
