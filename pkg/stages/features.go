@@ -35,7 +35,7 @@ type Features struct{}
 func NewFeatures() *Features { return &Features{} }
 
 // Version implements Kind.
-func (*Features) Version() string { return "orch.features.v2" }
+func (*Features) Version() string { return "orch.features.v3" }
 
 // FeaturesParams are the params of a features stage.
 type FeaturesParams struct {

@@ -91,7 +91,7 @@ const (
 )
 
 // Version implements Kind.
-func (*Ingest) Version() string { return "orch.ingest.v2" }
+func (*Ingest) Version() string { return "orch.ingest.v3" }
 
 // Check implements Kind.
 func (*Ingest) Check(d *Decl) []Problem {

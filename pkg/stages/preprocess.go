@@ -32,7 +32,7 @@ type Preprocess struct{}
 func NewPreprocess() *Preprocess { return &Preprocess{} }
 
 // Version implements Kind.
-func (*Preprocess) Version() string { return "orch.preprocess.v1" }
+func (*Preprocess) Version() string { return "orch.preprocess.v2" }
 
 // PreprocessParams are the params of a preprocess stage.
 type PreprocessParams struct {

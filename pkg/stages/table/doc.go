@@ -8,5 +8,7 @@
 //     dictionary-encoded and narrow types round-trip; readable by pandas,
 //     Polars and DuckDB. Writer encodes and compresses the columns of a
 //     row group concurrently (pqarrow's writer does one column after
-//     another); the values are the same.
+//     another), pages fixed-width columns itself (delta-packed integers,
+//     PLAIN or dictionary-encoded floats) and stores pages that do not
+//     compress; the values are the same.
 package table

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -32,9 +33,11 @@ const MaxRowGroup = 1 << 20
 
 // Options tunes a Writer. The zero value is the default.
 type Options struct {
-	// Dict says, per column, whether it gets Parquet dictionary encoding:
-	// worth it for low-cardinality columns, a waste of hashing for ids and
-	// measurements. nil: string and dictionary columns only.
+	// Dict says, per column, whether it gets arrow-go's Parquet dictionary
+	// encoding: worth it for low-cardinality columns, a waste of hashing
+	// for ids and measurements. nil: string and dictionary columns only.
+	// Float columns not listed get a dictionary anyway in the column
+	// chunks of few distinct values (fastChunk, dictMax).
 	Dict []bool
 	// Workers is how many columns are encoded at once (0: GOMAXPROCS).
 	Workers int
@@ -71,26 +74,34 @@ const (
 // round-trip). Unlike pqarrow.FileWriter, which encodes and compresses one
 // column after another, it encodes the columns of a row group concurrently:
 // each column of a buffered row group has its own encoder and page buffer,
-// so different goroutines can fill different columns. Only flat schemas
-// (no list, struct or map columns) are supported: the kinds write no others.
+// so different goroutines can fill different columns. Fixed-width columns
+// (integers, dates, floats, booleans) are paged by orch's own fastChunk,
+// the others by arrow-go's column writers; the file is assembled from
+// arrow-go's page writers and metadata builders. Only flat schemas (no
+// list, struct or map columns) are supported: the kinds write no others.
 //
 // A Writer is not safe for concurrent use.
 type Writer struct {
 	path    string
 	f       *os.File
-	w       *file.Writer
+	sink    *tellWriter // over the file, hashing it
+	meta    *metadata.FileMetaDataBuilder
+	pprops  *parquet.WriterProperties
 	schema  *arrow.Schema
 	props   pqarrow.ArrowWriterProperties
 	dict    []bool
+	fast    []bool      // columns written by a fastChunk
+	bufs    []*pageBufs // theirs, kept from row group to row group
 	workers int
 	maxRows int // per row group
+	ngroups int // row groups started
 
 	keep *keeper // the arrays written, for a Handoff; nil: none kept
 	// cost is how long each column took in the last columns call: the
 	// next call hands the costliest out first, so that no worker is left
 	// with a long column while the others idle.
 	cost   []time.Duration
-	rgw    file.BufferedRowGroupWriter // the open row group, or nil
+	rgw    *rowGroup // the open row group, or nil
 	rgRows int
 	closed bool
 	err    error // the first write error: the file is unusable
@@ -159,24 +170,86 @@ func CreateWith(path string, schema *arrow.Schema, opt Options) (*Writer, error)
 	if err := meta.Append("ARROW:schema", base64.StdEncoding.EncodeToString(flight.SerializeSchema(schema, memory.DefaultAllocator))); err != nil {
 		return nil, err
 	}
+	fast := make([]bool, schema.NumFields())
+	for i, f := range schema.Fields() {
+		// Dictionary arrays keep their dictionary; other columns listed
+		// in dict go through arrow-go's dictionary encoder.
+		fast[i] = fastType(f.Type) && dict[i] == (f.Type.ID() == arrow.DICTIONARY)
+	}
 	f, err := os.Create(path)
 	if err != nil {
 		return nil, err
 	}
 	// The file's digest is computed as it is written: the engine
 	// collecting it into the cache need not read it again.
-	sink := digest.NewFileWriter(f)
-	w, err := file.NewParquetWriterWithError(sink, pqschema.Root(), file.WithWriterProps(props), file.WithWriteMetadata(meta))
-	if err != nil {
-		sink.Close()
+	sink := &tellWriter{w: digest.NewFileWriter(f)}
+	if _, err := sink.Write([]byte(parquetMagic)); err != nil {
+		sink.w.Close()
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	workers := opt.Workers
 	if workers < 1 {
 		workers = runtime.GOMAXPROCS(0)
 	}
-	return &Writer{path: path, f: f, w: w, schema: schema, props: aprops, dict: dict, workers: workers, maxRows: maxRows,
+	return &Writer{path: path, f: f, sink: sink, meta: metadata.NewFileMetadataBuilder(pqschema, props, meta), pprops: props,
+		schema: schema, props: aprops, dict: dict, fast: fast, bufs: make([]*pageBufs, len(fast)), workers: workers, maxRows: maxRows,
 		keep: newKeeper(opt.Handoff, path, schema.NumFields())}, nil
+}
+
+// parquetMagic starts and ends a Parquet file.
+const parquetMagic = "PAR1"
+
+// tellWriter counts the bytes written through it: arrow-go's page writers
+// ask where in the file they are.
+type tellWriter struct {
+	w *digest.FileWriter
+	n int64
+}
+
+func (t *tellWriter) Write(p []byte) (int, error) {
+	n, err := t.w.Write(p)
+	t.n += int64(n)
+	return n, err
+}
+
+func (t *tellWriter) Tell() int64 { return t.n }
+
+// rowGroup is the open row group: per column, a fastChunk or arrow-go's
+// column writer, each with its own page buffer, so that different
+// goroutines can fill different columns.
+type rowGroup struct {
+	meta *metadata.RowGroupMetaDataBuilder
+	cols []chunk
+}
+
+// chunk writes one column chunk: fast when set, else cw.
+type chunk struct {
+	fast *fastChunk
+	cw   file.ColumnChunkWriter
+}
+
+// startRowGroup opens a row group.
+func (w *Writer) startRowGroup() error {
+	rg := &rowGroup{meta: w.meta.AppendRowGroup(), cols: make([]chunk, w.schema.NumFields())}
+	for c := range rg.cols {
+		cm := rg.meta.NextColumnChunk()
+		path := cm.Descr().Path()
+		pager, err := file.NewPageWriter(w.sink, w.pprops.CompressionFor(path), w.pprops.CompressionLevelFor(path), cm,
+			int16(w.ngroups), int16(c), w.pprops.Allocator(), true, nil, nil)
+		if err != nil {
+			return err
+		}
+		if w.fast[c] {
+			rg.cols[c].fast = newFastChunk(cm, pager, w.schema.Field(c).Type, w.pprops, w.bufs[c])
+			w.bufs[c] = rg.cols[c].fast.pageBufs
+			w.bufs[c].dict = rg.cols[c].fast.dict
+		} else {
+			rg.cols[c].cw = file.NewColumnChunkWriter(cm, pager, w.pprops)
+		}
+	}
+	w.ngroups++
+	w.rgw, w.rgRows = rg, 0
+	return nil
 }
 
 // deltaEncoded reports whether a column of type dt is written with
@@ -213,14 +286,12 @@ func (w *Writer) write(rec arrow.RecordBatch) error {
 	n := int(rec.NumRows())
 	for off := 0; off < n; {
 		if w.rgw == nil {
-			rgw, err := w.w.AppendBufferedRowGroupChecked()
-			if err != nil {
+			if err := w.startRowGroup(); err != nil {
 				return err
 			}
-			w.rgw, w.rgRows = rgw, 0
 		}
 		take := min(n-off, w.maxRows-w.rgRows)
-		err := w.columns(context.Background(), func(ctx context.Context, c int, cw file.ColumnChunkWriter, levels *[]int16) error {
+		err := w.columns(context.Background(), func(ctx context.Context, c int, cw *chunk, levels *[]int16) error {
 			a := rec.Column(c)
 			if off != 0 || take != n {
 				a = array.NewSlice(a, int64(off), int64(off+take))
@@ -276,12 +347,11 @@ func (w *Writer) writeRowGroup(ctx context.Context, rows int, fill func(ctx cont
 			return err
 		}
 	}
-	rgw, err := w.w.AppendBufferedRowGroupChecked()
-	if err != nil {
+	if err := w.startRowGroup(); err != nil {
 		return err
 	}
-	w.rgw, w.rgRows = rgw, rows
-	err = w.columns(ctx, func(wctx context.Context, c int, cw file.ColumnChunkWriter, levels *[]int16) error {
+	w.rgRows = rows
+	err := w.columns(ctx, func(wctx context.Context, c int, cw *chunk, levels *[]int16) error {
 		n := 0
 		err := fill(wctx, c, func(a arrow.Array) error {
 			if err := ctx.Err(); err != nil {
@@ -306,7 +376,7 @@ func (w *Writer) writeRowGroup(ctx context.Context, rows int, fill func(ctx cont
 // columns runs do for every column of the open row group, w.workers
 // columns at a time; each worker has its own Arrow write context and
 // definition-level buffer. The first error wins and stops the others.
-func (w *Writer) columns(ctx context.Context, do func(ctx context.Context, c int, cw file.ColumnChunkWriter, levels *[]int16) error) error {
+func (w *Writer) columns(ctx context.Context, do func(ctx context.Context, c int, cw *chunk, levels *[]int16) error) error {
 	ncol := w.schema.NumFields()
 	if len(w.cost) != ncol {
 		w.cost = make([]time.Duration, ncol)
@@ -342,11 +412,7 @@ func (w *Writer) columns(ctx context.Context, do func(ctx context.Context, c int
 							err = fmt.Errorf("internal error: %v", p)
 						}
 					}()
-					cw, err := w.rgw.Column(c)
-					if err != nil {
-						return err
-					}
-					return do(wctx, c, cw, &levels)
+					return do(wctx, c, &w.rgw.cols[c], &levels)
 				}()
 				w.cost[c] = time.Since(start) // each column by one worker at a time
 				if err != nil {
@@ -369,24 +435,45 @@ func (w *Writer) columns(ctx context.Context, do func(ctx context.Context, c int
 // concurrently, then writes the row group out (serially: a copy of buffers
 // already compressed).
 func (w *Writer) endRowGroup() error {
-	err := w.columns(context.Background(), func(_ context.Context, c int, cw file.ColumnChunkWriter, _ *[]int16) error {
+	err := w.columns(context.Background(), func(_ context.Context, c int, cw *chunk, _ *[]int16) error {
 		// A dictionary column's pages must wait for its dictionary page,
 		// which the serial Close writes.
-		if w.dict[c] {
+		switch {
+		case cw.fast != nil:
+			return cw.fast.finish()
+		case w.dict[c]:
 			return nil
 		}
-		if f, ok := cw.(interface{ FlushBufferedDataPages() error }); ok {
+		if f, ok := cw.cw.(interface{ FlushBufferedDataPages() error }); ok {
 			return f.FlushBufferedDataPages()
 		}
 		return nil
 	})
-	rgw := w.rgw
+	rg := w.rgw
 	w.rgw = nil
-	if cerr := rgw.Close(); err == nil {
-		err = cerr
+	if err == nil {
+		err = rg.close(w.rgRows, int16(w.ngroups-1))
 	}
 	w.writeback()
 	return err
+}
+
+// close writes the row group's column chunks to the file, in order, and
+// finishes its metadata.
+func (rg *rowGroup) close(rows int, ordinal int16) error {
+	for _, cw := range rg.cols {
+		var err error
+		if cw.fast != nil {
+			err = cw.fast.close()
+		} else {
+			err = cw.cw.Close()
+		}
+		if err != nil {
+			return err
+		}
+	}
+	rg.meta.SetNumRows(rows)
+	return rg.meta.Finish(0, ordinal)
 }
 
 // writeback starts writing the file's dirty pages to disk, without
@@ -399,14 +486,22 @@ func (w *Writer) writeback() {
 	_ = unix.SyncFileRange(int(w.f.Fd()), 0, 0, unix.SYNC_FILE_RANGE_WRITE)
 }
 
-// writeArray writes a flat array to cw, with its definition levels.
-func writeArray(ctx context.Context, cw file.ColumnChunkWriter, a arrow.Array, levels *[]int16) error {
+// errNullInRequired is the error of a null in a column declared not
+// nullable.
+var errNullInRequired = errors.New("null in a column that is not nullable")
+
+// writeArray writes a flat array to ch, with its definition levels.
+func writeArray(ctx context.Context, ch *chunk, a arrow.Array, levels *[]int16) error {
+	if ch.fast != nil {
+		return ch.fast.write(a)
+	}
+	cw := ch.cw
 	var def []int16
 	if cw.LevelInfo().DefLevel > 0 {
 		*levels = defLevels(*levels, a)
 		def = *levels
 	} else if a.NullN() > 0 {
-		return errors.New("null in a column that is not nullable")
+		return errNullInRequired
 	}
 	return pqarrow.WriteArrowToColumn(ctx, cw, a, def, nil, true)
 }
@@ -450,8 +545,11 @@ func (w *Writer) Close() error {
 		err = w.endRowGroup()
 	}
 	w.closed = true
-	w.writeback()                        // before the footer: the file's close flushes that
-	if cerr := w.w.Close(); err == nil { // closes the file too
+	w.writeback() // before the footer: the file's close flushes that
+	if err == nil {
+		err = w.footer()
+	}
+	if cerr := w.sink.w.Close(); err == nil { // closes the file too
 		err = cerr
 	}
 	if err != nil {
@@ -468,6 +566,23 @@ func (w *Writer) Close() error {
 	return nil
 }
 
+// footer writes the file's metadata, its length and the closing magic.
+func (w *Writer) footer() error {
+	md, err := w.meta.Finish()
+	if err != nil {
+		return err
+	}
+	n, err := md.WriteTo(w.sink, nil)
+	if err != nil {
+		return err
+	}
+	_, err = w.sink.Write(binary.LittleEndian.AppendUint32(nil, uint32(n)))
+	if err == nil {
+		_, err = w.sink.Write([]byte(parquetMagic))
+	}
+	return err
+}
+
 // Abort closes the file after a failed write; the caller removes it.
 func (w *Writer) Abort() {
 	if w.closed {
@@ -476,6 +591,6 @@ func (w *Writer) Abort() {
 	w.closed = true
 	w.keep.release()
 	w.keep = nil
-	_ = w.w.Close()
+	_ = w.sink.w.Close()
 	_ = w.f.Close()
 }
