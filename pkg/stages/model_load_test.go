@@ -119,22 +119,32 @@ func TestLoadRowsTypesAndRowGroups(t *testing.T) {
 	}
 }
 
-// The fused loss and residuals agree with the textbook formulas, and
-// mlLog1pUnit with math.Log1p to 3.5e-16 (an ulp below 1/256).
+// The fused loss and residuals agree with the textbook formulas;
+// mlLog1pUnit agrees with math.Log1p to 4.5e-16 relative (2 ulp), and
+// mlExpNeg with math.Exp to 2.5 ulp.
 func TestLrResidualsAndLog1p(t *testing.T) {
-	for i := 0; i <= 200000; i++ {
-		e := float64(i) / 200000
+	worst := 0.0
+	for i := 0; i <= 400000; i++ {
+		e := float64(i) / 400000
 		if i%2 == 1 {
-			e = math.Exp(-float64(i) / 300)
+			e = math.Exp(-float64(i) / 600)
 		}
 		want := math.Log1p(e)
-		tol := 3.5e-16 // absolute; relative below 1/256
-		if e < 1.0/256 {
-			tol = 2.3e-16 * want
-		}
-		if got := mlLog1pUnit(e, 1+e, 1/(1+e)); math.Abs(got-want) > tol {
+		got := mlLog1pUnit(e, 1+e, 1/(1+e))
+		if d := math.Abs(got - want); d > 4.5e-16*want {
 			t.Fatalf("mlLog1pUnit(%g) = %g, want %g", e, got, want)
 		}
+		x := -float64(i) / 500 // to −800
+		wantE := math.Exp(max(x, -708))
+		gotE := mlExpNeg(x)
+		worst = max(worst, math.Abs(gotE-wantE)/wantE)
+		if math.Abs(gotE-wantE) > 2.5*0x1p-52*wantE {
+			t.Fatalf("mlExpNeg(%g) = %g, want %g", x, gotE, wantE)
+		}
+	}
+	t.Logf("mlExpNeg: worst relative error %.3g ulp", worst/0x1p-52)
+	if mlExpNeg(0) != 1 || mlExpNeg(-math.Ln2) != 0.5 {
+		t.Errorf("exp(0) = %v, exp(−ln 2) = %v", mlExpNeg(0), mlExpNeg(-math.Ln2))
 	}
 	var zs []float64
 	var ys []uint8
@@ -144,14 +154,17 @@ func TestLrResidualsAndLog1p(t *testing.T) {
 	}
 	r, w := make([]float64, len(zs)), make([]float64, len(zs))
 	for i := range zs {
-		one := mlLrResiduals(zs[i:i+1], ys[i:i+1], r[i:i+1], w[i:i+1], true)
+		one := mlLrResiduals(zs[i:i+1], ys[i:i+1], r[i:i+1], w[i:i+1], true, true)
+		if none := mlLrResiduals(zs[i:i+1], ys[i:i+1], r[i:i+1], w[i:i+1], true, false); none != 0 {
+			t.Errorf("z %g: loss %g without the loss", zs[i], none)
+		}
 		p := mlSigmoid(zs[i])
 		if ll := mlLogLossOfMargin(zs[i], ys[i]); math.Abs(one-ll) > 1e-15*math.Max(1, ll) {
 			t.Errorf("z %g y %d: loss %g, want %g", zs[i], ys[i], one, ll)
 		}
 		// σ(z)(1−σ(z)) = e/(1+e)² with e = exp(−|z|) (p·(1−p) loses
-		// digits to the subtraction)
-		e := math.Exp(-math.Abs(zs[i]))
+		// digits to the subtraction); e stops at exp(−708) ≈ 3e-308
+		e := math.Exp(max(-math.Abs(zs[i]), -708))
 		pq := e / ((1 + e) * (1 + e))
 		if math.Abs(r[i]-(p-float64(ys[i]))) > 1e-16 || math.Abs(w[i]-pq) > 1e-15*pq {
 			t.Errorf("z %g y %d: residual %g weight %g, want %g, %g", zs[i], ys[i], r[i], w[i], p-float64(ys[i]), pq)

@@ -562,6 +562,28 @@ func BenchmarkLogistic1M(b *testing.B) {
 	}
 }
 
+// BenchmarkLrResiduals turns a chunk of churn-like margins into
+// residuals, with and without the loss (ns/row).
+func BenchmarkLrResiduals(b *testing.B) {
+	r := rand.New(rand.NewPCG(1, 2))
+	m, y := make([]float64, mlLrChunk), make([]uint8, mlLrChunk)
+	for i := range m {
+		m[i] = r.NormFloat64()*1.2 - 1.3
+		if r.Float64() < mlSigmoid(m[i]) {
+			y[i] = 1
+		}
+	}
+	res, w := make([]float64, mlLrChunk), make([]float64, mlLrChunk)
+	for _, loss := range []bool{true, false} {
+		b.Run(fmt.Sprintf("loss=%v", loss), func(b *testing.B) {
+			for range b.N {
+				mlLrResiduals(m, y, res, w, false, loss)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(m)), "ns/row")
+		})
+	}
+}
+
 func BenchmarkGBDT200k(b *testing.B) {
 	cols, y := mlChurnLike(200_000)
 	cfg := mlGbdtConfig{Rounds: 20, LearningRate: 0.1, MaxDepth: 6, MinSamplesLeaf: 20, L2: 1, MaxBins: 255}
