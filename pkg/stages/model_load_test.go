@@ -37,6 +37,7 @@ func TestLoadRowsTypesAndRowGroups(t *testing.T) {
 		{Name: "u64", Type: arrow.PrimitiveTypes.Uint64},
 		{Name: "b", Type: arrow.FixedWidthTypes.Boolean},
 		{Name: "y", Type: arrow.FixedWidthTypes.Boolean},
+		{Name: "s", Type: arrow.FixedWidthTypes.Boolean, Nullable: true},
 	}
 	schema := arrow.NewSchema(fields, nil)
 	rb := array.NewRecordBuilder(memory.DefaultAllocator, schema)
@@ -54,7 +55,20 @@ func TestLoadRowsTypesAndRowGroups(t *testing.T) {
 	want := make([][]float32, 9)
 	var wantY []uint8
 	var wantB []uint16
+	var wantOnes []int32 // the kept rows where s is true
 	for i := range n {
+		sb := rb.Field(11).(*array.BooleanBuilder)
+		switch sv := i%7 == 0 || i%64 == 63; {
+		case keep(buckets[i]):
+			if sv {
+				wantOnes = append(wantOnes, int32(len(wantY)))
+			}
+			sb.Append(sv)
+		case i%5 == 0:
+			sb.AppendNull() // not read: no error
+		default:
+			sb.Append(sv)
+		}
 		rb.Field(0).(*array.StringBuilder).Append(ids[i])
 		vals := []float64{float64(i) / 8, float64(i) * 1.5, float64(i%256 - 128), float64(i*30 - 15000), float64(int64(i) << 40), float64(i % 256), float64(uint32(4_000_000_000) + uint32(i)), float64(uint64(1)<<63 + uint64(i)<<20), float64(i % 2)}
 		if keep(buckets[i]) {
@@ -81,7 +95,30 @@ func TestLoadRowsTypesAndRowGroups(t *testing.T) {
 	defer rec.Release()
 	dir := t.TempDir()
 	small := filepath.Join(dir, "small.parquet")
-	mlWriteRecord(t, small, rec, table.Options{RowGroupRows: 97})
+	// the table in memory as well (table.Given), in arrays of 333, 367 and
+	// 300 rows: the later ones start mid-byte of their bitmaps
+	h := table.NewHandoff(1 << 30)
+	h.Keep(small)
+	w, err := table.CreateWith(small, schema, table.Options{RowGroupRows: 97, Handoff: h})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range [][2]int64{{0, 333}, {333, 700}, {700, n}} {
+		part := rec.NewSlice(r[0], r[1])
+		if err := w.Write(part); err != nil {
+			t.Fatal(err)
+		}
+		part.Release()
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	mem := h.Kept(small)
+	if mem == nil {
+		t.Fatal("the writer kept no table")
+	}
+	h.Give(small, mem)
+	memCtx := table.WithHandoff(context.Background(), h)
 	dict := filepath.Join(dir, "dict.parquet")
 	f, err := os.Create(dict)
 	if err != nil {
@@ -93,25 +130,51 @@ func TestLoadRowsTypesAndRowGroups(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Close()
-	names := []string{"f32", "f64", "i8", "i16", "i64", "u8", "u32", "u64", "b"}
-	for _, path := range []string{small, dict} {
+	names := []string{"f32", "f64", "i8", "i16", "i64", "u8", "u32", "u64", "b", "s"}
+	want = append(want, nil)
+	for k := range wantY {
+		want[9] = append(want[9], float32(mlBool(slices.Contains(wantOnes, int32(k)))))
+	}
+	type load struct {
+		what   string
+		ctx    context.Context
+		path   string
+		sparse bool
+	}
+	var loads []load
+	for _, sparse := range []bool{false, true} {
+		loads = append(loads, load{"small", context.Background(), small, sparse}, load{"dict", context.Background(), dict, sparse}, load{"memory", memCtx, small, sparse})
+	}
+	for _, l := range loads {
 		var arena mlArena
-		rows, err := mlLoadRows(context.Background(), path, &mlModelColumns{features: names, label: "y", id: "id"}, 3, keep, &arena)
+		rows, err := mlLoadRows(l.ctx, l.path, &mlModelColumns{features: names, label: "y", id: "id"}, 3, keep, &arena, l.sparse)
+		what := fmt.Sprintf("%s (sparse %v)", l.what, l.sparse)
 		if err != nil {
-			t.Fatalf("%s: %v", filepath.Base(path), err)
+			t.Fatalf("%s: %v", what, err)
 		}
 		if rows.total != n || len(rows.y) != len(wantY) || string(rows.y) != string(wantY) {
-			t.Errorf("%s: total %d, %d labels: want %d, %d", filepath.Base(path), rows.total, len(rows.y), n, len(wantY))
+			t.Errorf("%s: total %d, %d labels: want %d, %d", what, rows.total, len(rows.y), n, len(wantY))
 		}
 		for k, b := range wantB {
 			if rows.bucket[k] != b {
-				t.Fatalf("%s: bucket %d = %d, want %d", filepath.Base(path), k, rows.bucket[k], b)
+				t.Fatalf("%s: bucket %d = %d, want %d", what, k, rows.bucket[k], b)
 			}
 		}
 		for j, name := range names {
+			// s (a sixth true) comes as a list when sparse; b (half
+			// true, above mlLrSparseMax) stays a column
+			if l.sparse && name == "s" {
+				if rows.cols[j] != nil || !slices.Equal(rows.ones[j], wantOnes) {
+					t.Errorf("%s: s listed as %v, want %v", what, rows.ones[j], wantOnes)
+				}
+				continue
+			}
+			if rows.ones != nil && rows.ones[j] != nil {
+				t.Errorf("%s: %s listed, want a column", what, name)
+			}
 			for k, v := range want[j] {
 				if got := rows.cols[j][k]; got != v {
-					t.Fatalf("%s: %s[%d] = %v, want %v", filepath.Base(path), name, k, got, v)
+					t.Fatalf("%s: %s[%d] = %v, want %v", what, name, k, got, v)
 				}
 			}
 		}
@@ -177,7 +240,7 @@ func TestLrResidualsAndLog1p(t *testing.T) {
 // gradient and Hessian of the textbook sums.
 func TestLrEvalMatchesNaive(t *testing.T) {
 	cols, y := mlChurnLike(3*mlLrChunk + 123)
-	e := mlNewLrData(cols, y)
+	e := mlNewLrData(cols, nil, y)
 	if len(e.sparse) < 31 || len(e.dense) < 13 {
 		t.Fatalf("%d sparse and %d dense columns: want the one-hot columns sparse", len(e.sparse), len(e.dense))
 	}
@@ -244,6 +307,62 @@ func TestSparseOnes(t *testing.T) {
 	}
 	if ones, _ := mlSparseOnes(dense, 1); ones != nil {
 		t.Errorf("half ones came out sparse")
+	}
+}
+
+func mlBool(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// mlAppendTrue lists the kept true rows of boolean arrays at any bit
+// offset, and a null in a kept row (only there) is an error naming it.
+func TestAppendTrue(t *testing.T) {
+	const n = 300
+	bb := array.NewBooleanBuilder(memory.DefaultAllocator)
+	defer bb.Release()
+	for i := range n {
+		if i == 250 {
+			bb.AppendNull()
+			continue
+		}
+		bb.Append(i%3 == 0 || i/64 == 2)
+	}
+	all := bb.NewBooleanArray()
+	defer all.Release()
+	kidx := make([]int32, n)
+	kept := int32(0)
+	for i := range kidx {
+		kidx[i] = -1
+		if i%4 != 1 {
+			kidx[i], kept = kept, kept+1
+		}
+	}
+	for _, r := range [][2]int{{0, 250}, {3, 250}, {13, 77}, {64, 192}, {100, 101}, {5, 5}} {
+		a := array.NewSlice(all, int64(r[0]), int64(r[1])).(*array.Boolean)
+		got, err := mlAppendTrue([]int32{-7}, a, kidx[r[0]:r[1]], 1000)
+		a.Release()
+		if err != nil {
+			t.Fatalf("%v: %v", r, err)
+		}
+		want := []int32{-7}
+		for i := r[0]; i < r[1]; i++ {
+			if kidx[i] >= 0 && (i%3 == 0 || i/64 == 2) {
+				want = append(want, 1000+kidx[i])
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("rows %v: %v, want %v", r, got, want)
+		}
+	}
+	// row 250 is kept (250%4 = 2) and null; row 249 (249%4 = 1) is not kept
+	a := array.NewSlice(all, 200, n).(*array.Boolean)
+	defer a.Release()
+	_, err := mlAppendTrue(nil, a, kidx[200:], 0)
+	if br, ok := err.(*mlBadRow); !ok || br.row != 50 || !strings.Contains(br.msg, "null") {
+		t.Errorf("null in a kept row: %v, want row 50", err)
 	}
 }
 

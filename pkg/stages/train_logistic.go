@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 )
 
 // mlLogisticConfig are the params of an L2 logistic regression.
@@ -67,7 +68,10 @@ type mlLrScratch struct {
 	nzi                []int
 }
 
-func mlNewLrData(cols [][]float32, y []uint8) *mlLrData {
+// mlNewLrData prepares the passes over cols (and the columns listed in
+// ones, where ones[j] is not nil: the ascending rows holding 1, as
+// mlLoadRows gives them; ones may be nil) and labels y.
+func mlNewLrData(cols [][]float32, ones [][]int32, y []uint8) *mlLrData {
 	n, D := len(y), len(cols)+1
 	nChunks := (n + mlLrChunk - 1) / mlLrChunk
 	e := &mlLrData{cols: cols, y: y, ones: make([][]int32, len(cols)), start: make([][]int32, len(cols)),
@@ -79,6 +83,10 @@ func mlNewLrData(cols [][]float32, y []uint8) *mlLrData {
 		e.scr[i] = mlLrScratch{m: make([]float64, mlLrChunk), r: make([]float64, mlLrChunk), w: make([]float64, mlLrChunk)}
 	}
 	mlParallelDo(len(cols), mlParallelism(len(cols)), func(_, j int) {
+		if ones != nil && ones[j] != nil {
+			e.ones[j], e.start[j] = ones[j], mlChunkStarts(ones[j], nChunks)
+			return
+		}
 		e.ones[j], e.start[j] = mlSparseOnes(cols[j], nChunks)
 	})
 	for j := range cols {
@@ -133,6 +141,18 @@ func mlSparseOnes(col []float32, nChunks int) (ones, start []int32) {
 	}
 	start[nChunks] = int32(k)
 	return ones[:count], start
+}
+
+// mlChunkStarts returns where each of nChunks chunks starts in the
+// ascending row list ones, and its length last.
+func mlChunkStarts(ones []int32, nChunks int) []int32 {
+	start := make([]int32, nChunks+1)
+	for c := range nChunks {
+		k, _ := slices.BinarySearch(ones, int32(c*mlLrChunk))
+		start[c] = int32(k)
+	}
+	start[nChunks] = int32(len(ones))
+	return start
 }
 
 // eval returns the loss and gradient at b (the intercept last) and, with
@@ -413,7 +433,8 @@ type mlLrFit struct {
 // mlFitLogistic fits an L2-regularised logistic regression: it minimises
 // Σᵢ logloss(yᵢ, b + w·xᵢ) + L2/2·‖w‖², the objective of scikit-learn's
 // LogisticRegression with C = 1/L2. cols are the feature columns, y the 0/1
-// labels.
+// labels; a 0/1 column j may come as ones[j], the ascending rows holding 1,
+// with cols[j] nil (ones may be nil).
 //
 // Up to HessianRows rows it runs Newton's method (iteratively reweighted
 // least squares) with the exact Hessian and a backtracking line search.
@@ -424,7 +445,7 @@ type mlLrFit struct {
 // shrinks by less than a factor 4. The gradient is always exact, so the
 // optimum is the same; each full-data step costs one pass (margins, loss,
 // gradient) instead of a pass plus a Hessian.
-func mlFitLogistic(ctx context.Context, cols [][]float32, y []uint8, cfg mlLogisticConfig) (*mlLrFit, error) {
+func mlFitLogistic(ctx context.Context, cols [][]float32, ones [][]int32, y []uint8, cfg mlLogisticConfig) (*mlLrFit, error) {
 	n, d := len(y), len(cols)
 	D := d + 1 // the intercept is the last coordinate
 	if n == 0 {
@@ -444,10 +465,15 @@ func mlFitLogistic(ctx context.Context, cols [][]float32, y []uint8, cfg mlLogis
 		hrows = mlLrHessianRows
 	}
 	stride := max(1, (n+hrows-1)/hrows)
-	full := mlNewLrData(cols, y)
-	sample := full
+	var full, sample *mlLrData
 	if stride > 1 {
-		sample = mlNewLrData(mlStrided(cols, y, stride))
+		full = mlNewLrData(cols, ones, y)
+		sc, sy := mlStrided(cols, ones, y, stride)
+		sample = mlNewLrData(sc, nil, sy)
+	} else { // the Hessian is over all rows: they need every column dense
+		dc, _ := mlStrided(cols, ones, y, 1)
+		full = mlNewLrData(dc, nil, y)
+		sample = full
 	}
 	ns := len(sample.y)
 	// the objective on data e with penalty l2: f, its gradient, and with
@@ -573,15 +599,37 @@ func mlFitLogistic(ctx context.Context, cols [][]float32, y []uint8, cfg mlLogis
 	return fit, nil
 }
 
-// mlStrided copies every stride-th row of cols and y.
-func mlStrided(cols [][]float32, y []uint8, stride int) ([][]float32, []uint8) {
+// mlStrided returns every stride-th row of cols and y, with the columns
+// listed in ones (if ones[j] is not nil) made dense. With stride 1 the
+// dense columns and y are not copied.
+func mlStrided(cols [][]float32, ones [][]int32, y []uint8, stride int) ([][]float32, []uint8) {
 	n := (len(y) + stride - 1) / stride
 	sc := make([][]float32, len(cols))
 	for j, col := range cols {
+		if ones != nil && ones[j] != nil {
+			sc[j] = make([]float32, n)
+			next := 0 // the first multiple of stride not below the row
+			for _, i := range ones[j] {
+				for next < int(i) {
+					next += stride
+				}
+				if next == int(i) {
+					sc[j][next/stride] = 1
+				}
+			}
+			continue
+		}
+		if stride == 1 {
+			sc[j] = col
+			continue
+		}
 		sc[j] = make([]float32, n)
 		for k := range n {
 			sc[j][k] = col[k*stride]
 		}
+	}
+	if stride == 1 {
+		return sc, y
 	}
 	sy := make([]uint8, n)
 	for k := range n {

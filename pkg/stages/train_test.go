@@ -145,7 +145,7 @@ func TestLogisticMatchesSklearn(t *testing.T) {
 		for j := range cols {
 			cols[j] = slices.Clone(mlFixtureX[j])
 		}
-		fit, err := mlFitLogistic(context.Background(), cols, mlFixtureY, mlLogisticConfig{L2: want.l2, MaxIter: 100, Tol: 1e-10})
+		fit, err := mlFitLogistic(context.Background(), cols, nil, mlFixtureY, mlLogisticConfig{L2: want.l2, MaxIter: 100, Tol: 1e-10})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -174,7 +174,7 @@ func TestLogisticSubsampledHessian(t *testing.T) {
 			y[i] = 1
 		}
 	}
-	fit, err := mlFitLogistic(context.Background(), cols, y, mlLogisticConfig{L2: 1, MaxIter: 100, Tol: 1e-10, HessianRows: 1000})
+	fit, err := mlFitLogistic(context.Background(), cols, nil, y, mlLogisticConfig{L2: 1, MaxIter: 100, Tol: 1e-10, HessianRows: 1000})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,13 +203,59 @@ func TestLogisticSubsampledHessian(t *testing.T) {
 	if !fit.converged {
 		t.Errorf("not converged in %d steps", fit.iterations)
 	}
-	full, err := mlFitLogistic(context.Background(), cols, y, mlLogisticConfig{L2: 1, MaxIter: 100, Tol: 1e-10, HessianRows: n})
+	full, err := mlFitLogistic(context.Background(), cols, nil, y, mlLogisticConfig{L2: 1, MaxIter: 100, Tol: 1e-10, HessianRows: n})
 	if err != nil {
 		t.Fatal(err)
 	}
 	mlNear(t, "intercept vs full Newton", fit.weights.Intercept, full.weights.Intercept, 1e-6)
 	for j := range cols {
 		mlNear(t, fmt.Sprintf("coef[%d] vs full Newton", j), fit.weights.Coef[j], full.weights.Coef[j], 1e-6)
+	}
+}
+
+// 0/1 columns given as lists of their ones (as mlLoadRows gives boolean
+// features) fit exactly as the same columns given whole, with the Hessian
+// on a sample and on all rows.
+func TestLogisticListedColumns(t *testing.T) {
+	cols, y := mlChurnLike(5000)
+	listed := slices.Clone(cols)
+	ones := make([][]int32, len(cols))
+	for j := 13; j < len(cols); j += 2 { // some 0/1 columns, one all zero
+		for i, v := range cols[j] {
+			if v == 1 {
+				ones[j] = append(ones[j], int32(i))
+			}
+		}
+		if ones[j] == nil {
+			t.Fatalf("column %d holds no ones", j)
+		}
+		listed[j] = nil
+	}
+	zero := make([]float32, len(y))
+	cols = append(cols, zero)
+	listed = append(listed, nil)
+	ones = append(ones, []int32{})
+	for _, hrows := range []int{700, 0} {
+		cfg := mlLogisticConfig{L2: 1, MaxIter: 100, Tol: 1e-8, HessianRows: hrows}
+		want, err := mlFitLogistic(context.Background(), cols, nil, y, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := mlFitLogistic(context.Background(), listed, ones, y, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.weights.Intercept != want.weights.Intercept || !slices.Equal(got.weights.Coef, want.weights.Coef) || got.loss != want.loss || got.iterations != want.iterations {
+			t.Errorf("Hessian rows %d: listed columns fit %+v, whole ones %+v", hrows, got, want)
+		}
+	}
+	// mlStrided makes a listed column dense, every third row
+	sc, sy := mlStrided([][]float32{nil}, [][]int32{{0, 2, 3, 7, 9}}, []uint8{0, 1, 0, 1, 0, 1, 0, 1, 0, 1}, 3)
+	if !slices.Equal(sc[0], []float32{1, 1, 0, 1}) || !slices.Equal(sy, []uint8{0, 1, 0, 1}) {
+		t.Errorf("strided: %v %v", sc[0], sy)
+	}
+	if got := mlChunkStarts([]int32{1, 5, mlLrChunk, 3*mlLrChunk + 1}, 4); !slices.Equal(got, []int32{0, 2, 3, 3, 4}) {
+		t.Errorf("chunk starts %v", got)
 	}
 }
 
@@ -542,7 +588,7 @@ func BenchmarkLogistic200k(b *testing.B) {
 	cols, y := mlChurnLike(200_000)
 	b.ResetTimer()
 	for range b.N {
-		if _, err := mlFitLogistic(context.Background(), cols, y, mlLogisticConfig{L2: 1, MaxIter: 100, Tol: 1e-6}); err != nil {
+		if _, err := mlFitLogistic(context.Background(), cols, nil, y, mlLogisticConfig{L2: 1, MaxIter: 100, Tol: 1e-6}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -554,7 +600,7 @@ func BenchmarkLogistic1M(b *testing.B) {
 	cols, y := mlChurnLike(1 << 20)
 	b.ResetTimer()
 	for range b.N {
-		fit, err := mlFitLogistic(context.Background(), cols, y, mlLogisticConfig{L2: 1, MaxIter: 100, Tol: 1e-6})
+		fit, err := mlFitLogistic(context.Background(), cols, nil, y, mlLogisticConfig{L2: 1, MaxIter: 100, Tol: 1e-6})
 		if err != nil {
 			b.Fatal(err)
 		}

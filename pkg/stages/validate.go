@@ -162,7 +162,7 @@ func (*Validate) Run(ctx context.Context, t *Task) error {
 	cut := m.Split.holdoutCut()
 	var arena mlArena
 	defer arena.free()
-	rows, err := mlLoadRows(ctx, path, mc, m.Split.Seed, func(b uint16) bool { return b < cut }, &arena)
+	rows, err := mlLoadRows(ctx, path, mc, m.Split.Seed, func(b uint16) bool { return b < cut }, &arena, false)
 	if err != nil {
 		return err
 	}
