@@ -163,21 +163,53 @@ func mlLoadRows(ctx context.Context, path string, mc *mlModelColumns, seed uint6
 			rs.cols[j] = arena.float32s(kept)[:kept]
 		}
 	})
-	tasks := len(groups) * len(names)
-	workers := mlParallelism(tasks)
+	// a task per row group and column, but one per listed column for all
+	// row groups, its list growing in row order; those first, as the
+	// largest
+	type task struct{ rg, c int } // rg −1: every row group
+	var tasks []task
+	for c := range d {
+		if listed[c] {
+			tasks = append(tasks, task{-1, c})
+		}
+	}
+	for rg := range groups {
+		for c := range names {
+			if c == d || !listed[c] {
+				tasks = append(tasks, task{rg, c})
+			}
+		}
+	}
+	workers := mlParallelism(len(tasks))
 	scr := make([]mlColScratch, workers)
-	errs := make([]error, tasks)
-	parts := make([][]int32, tasks) // the true rows of a listed column's row group
-	mlParallelDo(tasks, workers, func(w, task int) {
-		rg, c := task/len(names), task%len(names)
-		gr := groups[rg]
-		if len(gr.sel) == 0 || ctx.Err() != nil {
+	errs := make([]error, len(groups)*len(names)) // by row group, then column
+	mlParallelDo(len(tasks), workers, func(w, ti int) {
+		rg, c := tasks[ti].rg, tasks[ti].c
+		if rg < 0 {
+			var ones []int32
+			for rg, gr := range groups {
+				if len(gr.sel) == 0 || ctx.Err() != nil {
+					continue
+				}
+				var err error
+				if ones, err = src.ones(ctx, rg, gr.base, fields[c], gr.rows, gr.kidx, int32(gr.at), ones); err != nil {
+					errs[rg*len(names)+c] = mlRowErr(err, gr.base)
+					return
+				}
+			}
+			if float64(len(ones)) > mlLrSparseMax*float64(kept) {
+				col := arena.float32s(kept)[:kept]
+				for _, i := range ones {
+					col[i] = 1
+				}
+				rs.cols[c] = col
+				return
+			}
+			rs.ones[c] = ones
 			return
 		}
-		if c < d && listed[c] {
-			var err error
-			parts[task], err = src.ones(ctx, rg, gr.base, fields[c], gr.rows, gr.kidx, int32(gr.at))
-			errs[task] = mlRowErr(err, gr.base)
+		gr := groups[rg]
+		if len(gr.sel) == 0 || ctx.Err() != nil {
 			return
 		}
 		vals, err := src.read(rg, gr.base, cols[c], types[c], gr.rows, gr.sel, &scr[w])
@@ -186,47 +218,21 @@ func mlLoadRows(ctx context.Context, path string, mc *mlModelColumns, seed uint6
 		} else if err == nil {
 			err = mlGatherLabel(rs.y[gr.at:gr.at+len(gr.sel)], vals, gr.sel)
 		}
-		errs[task] = mlRowErr(err, gr.base)
+		errs[rg*len(names)+c] = mlRowErr(err, gr.base)
 	})
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	for task, err := range errs { // the first error in row order
+	for i, err := range errs { // the first error in row order
 		if err == nil {
 			continue
 		}
-		c := task % len(names)
+		c := i % len(names)
 		what := "feature"
 		if c == d {
 			what = "label"
 		}
 		return nil, fmt.Errorf("%s: %s column %q: %w", path, what, names[c], err)
-	}
-	if anyListed {
-		mlParallelDo(d, mlParallelism(d), func(_, j int) {
-			if !listed[j] {
-				return
-			}
-			count := 0
-			for rg := range groups {
-				count += len(parts[rg*len(names)+j])
-			}
-			if float64(count) > mlLrSparseMax*float64(kept) {
-				col := arena.float32s(kept)[:kept]
-				for rg := range groups {
-					for _, i := range parts[rg*len(names)+j] {
-						col[i] = 1
-					}
-				}
-				rs.cols[j] = col
-				return
-			}
-			ones := make([]int32, 0, count)
-			for rg := range groups {
-				ones = append(ones, parts[rg*len(names)+j]...)
-			}
-			rs.ones[j] = ones
-		})
 	}
 	return rs, nil
 }
@@ -251,7 +257,6 @@ func mlAppendTrue(out []int32, a *array.Boolean, kidx []int32, at int32) ([]int3
 		if n-i0 < 64 {
 			w &= 1<<(n-i0) - 1
 		}
-		out = slices.Grow(out, bits.OnesCount64(w))
 		for w != 0 {
 			k := kidx[i0+bits.TrailingZeros64(w)]
 			w &= w - 1
@@ -260,6 +265,21 @@ func mlAppendTrue(out []int32, a *array.Boolean, kidx []int32, at int32) ([]int3
 		}
 	}
 	return out, nil
+}
+
+// mlTrueCount counts the set bits of a boolean array's values (nulls
+// included).
+func mlTrueCount(a *array.Boolean) int {
+	bm, off, n := a.Data().Buffers()[1].Bytes(), a.Data().Offset(), a.Len()
+	count := 0
+	for i0 := 0; i0 < n; i0 += 64 {
+		w := mlBitsWord(bm, off+i0)
+		if n-i0 < 64 {
+			w &= 1<<(n-i0) - 1
+		}
+		count += bits.OnesCount64(w)
+	}
+	return count
 }
 
 // mlBitsWord returns the 64 bits of bm from bit pos on (least significant
@@ -296,10 +316,10 @@ type mlSource interface {
 	// rows from row base, as float32 in s.f32. A null in a row of sel is
 	// an *mlBadRow.
 	read(rg, base, col int, dt arrow.DataType, n int, sel []int32, s *mlColScratch) ([]float32, error)
-	// ones returns at+kidx[i] for the rows i of row group rg's boolean
-	// field that hold true and are kept (kidx[i] >= 0), n rows from row
-	// base (mlAppendTrue).
-	ones(ctx context.Context, rg, base, field, n int, kidx []int32, at int32) ([]int32, error)
+	// ones appends to out at+kidx[i] for the rows i of row group rg's
+	// boolean field that hold true and are kept (kidx[i] >= 0), n rows
+	// from row base (mlAppendTrue).
+	ones(ctx context.Context, rg, base, field, n int, kidx []int32, at int32, out []int32) ([]int32, error)
 }
 
 // mlFileSource reads a Parquet file's column chunks with Parquet's typed
@@ -335,7 +355,7 @@ func (f *mlFileSource) read(rg, _, col int, dt arrow.DataType, n int, sel []int3
 	return mlReadColumnChunk(f.pf.RowGroup(rg), col, dt, n, sel, s)
 }
 
-func (f *mlFileSource) ones(ctx context.Context, rg, _, field, n int, kidx []int32, at int32) ([]int32, error) {
+func (f *mlFileSource) ones(ctx context.Context, rg, _, field, n int, kidx []int32, at int32, out []int32) ([]int32, error) {
 	// pqarrow decodes booleans into a bitmap; the typed column reader
 	// makes a bool a byte, which took longer than the rest of the read
 	col, err := f.fr.RowGroup(rg).Column(field).Read(ctx)
@@ -346,12 +366,20 @@ func (f *mlFileSource) ones(ctx context.Context, rg, _, field, n int, kidx []int
 	if col.Len() != n {
 		return nil, fmt.Errorf("row group %d has %d values for %d rows", rg, col.Len(), n)
 	}
-	return mlChunksTrue(col.Chunks(), kidx, at)
+	return mlChunksTrue(out, col.Chunks(), kidx, at)
 }
 
-// mlChunksTrue is mlAppendTrue over consecutive boolean arrays.
-func mlChunksTrue(chunks []arrow.Array, kidx []int32, at int32) ([]int32, error) {
-	var out []int32
+// mlChunksTrue is mlAppendTrue over consecutive boolean arrays. It grows
+// out once, by their true count (growing it per array, by 1.25 times its
+// size each time, moved it five times over).
+func mlChunksTrue(out []int32, chunks []arrow.Array, kidx []int32, at int32) ([]int32, error) {
+	count := 0
+	for _, a := range chunks {
+		if b, ok := a.(*array.Boolean); ok {
+			count += mlTrueCount(b)
+		}
+	}
+	out = slices.Grow(out, count)
 	start := 0
 	for _, a := range chunks {
 		b, ok := a.(*array.Boolean)
@@ -367,7 +395,7 @@ func mlChunksTrue(chunks []arrow.Array, kidx []int32, at int32) ([]int32, error)
 		}
 		start += a.Len()
 	}
-	return slices.Clip(out), nil
+	return out, nil
 }
 
 // mlMemSource reads a table in memory, in row groups of table.MaxRowGroup
@@ -415,7 +443,7 @@ func (s *mlMemSource) buckets(_ context.Context, rg, id int, name string, seed u
 	})
 }
 
-func (s *mlMemSource) ones(_ context.Context, _, base, field, n int, kidx []int32, at int32) ([]int32, error) {
+func (s *mlMemSource) ones(_ context.Context, _, base, field, n int, kidx []int32, at int32, out []int32) ([]int32, error) {
 	var chunks []arrow.Array
 	err := s.each(field, base, n, func(a arrow.Array, _ int) error {
 		a.Retain()
@@ -430,7 +458,7 @@ func (s *mlMemSource) ones(_ context.Context, _, base, field, n int, kidx []int3
 	if err != nil {
 		return nil, err
 	}
-	return mlChunksTrue(chunks, kidx, at)
+	return mlChunksTrue(out, chunks, kidx, at)
 }
 
 func (s *mlMemSource) read(_, base, col int, dt arrow.DataType, n int, sel []int32, sc *mlColScratch) ([]float32, error) {
