@@ -250,7 +250,7 @@ func TestLrEvalMatchesNaive(t *testing.T) {
 	for j := range b {
 		b[j] = 0.3 * math.Sin(float64(j)+1)
 	}
-	loss, g, h := e.eval(b, true)
+	loss, g, h := e.eval(b, true, true)
 	var wl float64
 	wg, wh := make([]float64, D), make([]float64, D*D)
 	x := make([]float64, D)

@@ -59,8 +59,11 @@ type mlLrData struct {
 	// ones[j][start[j][c]:start[j][c+1]]; nil for dense columns
 	ones, start [][]int32
 	sparse      []int
-	parts       []mlLrPartial
-	scr         []mlLrScratch
+	// maxAbs[j] is the largest |x| of column j: a step s changes no margin
+	// by more than |s_d| + Σ |s_j|·maxAbs[j]
+	maxAbs []float64
+	parts  []mlLrPartial
+	scr    []mlLrScratch
 }
 
 type mlLrScratch struct {
@@ -75,7 +78,7 @@ func mlNewLrData(cols [][]float32, ones [][]int32, y []uint8) *mlLrData {
 	n, D := len(y), len(cols)+1
 	nChunks := (n + mlLrChunk - 1) / mlLrChunk
 	e := &mlLrData{cols: cols, y: y, ones: make([][]int32, len(cols)), start: make([][]int32, len(cols)),
-		parts: make([]mlLrPartial, nChunks), scr: make([]mlLrScratch, mlParallelism(nChunks))}
+		maxAbs: make([]float64, len(cols)), parts: make([]mlLrPartial, nChunks), scr: make([]mlLrScratch, mlParallelism(nChunks))}
 	for i := range e.parts {
 		e.parts[i].g = make([]float64, D)
 	}
@@ -85,9 +88,13 @@ func mlNewLrData(cols [][]float32, ones [][]int32, y []uint8) *mlLrData {
 	mlParallelDo(len(cols), mlParallelism(len(cols)), func(_, j int) {
 		if ones != nil && ones[j] != nil {
 			e.ones[j], e.start[j] = ones[j], mlChunkStarts(ones[j], nChunks)
+		} else if e.ones[j], e.start[j] = mlSparseOnes(cols[j], nChunks); e.ones[j] == nil {
+			e.maxAbs[j] = mlMaxAbs(cols[j])
 			return
 		}
-		e.ones[j], e.start[j] = mlSparseOnes(cols[j], nChunks)
+		if len(e.ones[j]) > 0 {
+			e.maxAbs[j] = 1
+		}
 	})
 	for j := range cols {
 		if e.ones[j] != nil {
@@ -143,6 +150,31 @@ func mlSparseOnes(col []float32, nChunks int) (ones, start []int32) {
 	return ones[:count], start
 }
 
+// mlMaxAbs returns the largest |v| of finite values: their bits without
+// the sign order as the values do.
+func mlMaxAbs(col []float32) float64 {
+	var m uint32
+	for _, v := range col {
+		if b := math.Float32bits(v) &^ (1 << 31); b > m {
+			m = b
+		}
+	}
+	return float64(math.Float32frombits(m))
+}
+
+// mlStepRatio bounds ∫₀¹(1−t)·φ”(t)dt / ∫₀¹φ”(t)dt for the objective φ
+// along a step that changes no margin by more than m. The log loss has
+// |ℓ”'| ≤ ℓ”, so φ” changes by at most a factor e^(m·|t−u|) between t
+// and u (the penalty's part is constant), and the ratio is largest when
+// φ” falls as fast as that allows, as e^(−m·t): 1/(1−e^(−m)) − 1/m,
+// from 1/2 (a quadratic) up to 1.
+func mlStepRatio(m float64) float64 {
+	if m < 1e-3 {
+		return 0.5 + m/12
+	}
+	return -1/math.Expm1(-m) - 1/m
+}
+
 // mlChunkStarts returns where each of nChunks chunks starts in the
 // ascending row list ones, and its length last.
 func mlChunkStarts(ones []int32, nChunks int) []int32 {
@@ -155,9 +187,10 @@ func mlChunkStarts(ones []int32, nChunks int) []int32 {
 	return start
 }
 
-// eval returns the loss and gradient at b (the intercept last) and, with
-// wantH, the Hessian (row-major D×D, both triangles). The slices are new.
-func (e *mlLrData) eval(b []float64, wantH bool) (loss float64, g, h []float64) {
+// eval returns the gradient at b (the intercept last), with wantLoss the
+// loss (else 0) and with wantH the Hessian (row-major D×D, both
+// triangles). The slices are new.
+func (e *mlLrData) eval(b []float64, wantH, wantLoss bool) (loss float64, g, h []float64) {
 	n, d := len(e.y), len(e.cols)
 	D := d + 1
 	mlParallelDo(len(e.parts), len(e.scr), func(worker, c int) {
@@ -175,7 +208,7 @@ func (e *mlLrData) eval(b []float64, wantH bool) (loss float64, g, h []float64) 
 				m[int(i)-lo] += bj
 			}
 		}
-		p.loss = mlLrResiduals(m, e.y[lo:hi], r, w, wantH, true)
+		p.loss = mlLrResiduals(m, e.y[lo:hi], r, w, wantH, wantLoss)
 		mlLrGradient(p.g, r, e.cols, e.dense, lo)
 		for _, j := range e.sparse {
 			sum := 0.0
@@ -428,6 +461,7 @@ type mlLrFit struct {
 	sampleRows int // rows of the Hessian sample (all rows up to HessianRows)
 	converged  bool
 	loss       float64 // mean log loss on the training rows
+	searches   int     // full-data steps that fell back to the line search on the loss
 }
 
 // mlFitLogistic fits an L2-regularised logistic regression: it minimises
@@ -443,8 +477,9 @@ type mlLrFit struct {
 // quasi-Newton steps on all rows: the exact gradient and the sample's
 // Hessian scaled to n rows, recomputed on the sample only when a step
 // shrinks by less than a factor 4. The gradient is always exact, so the
-// optimum is the same; each full-data step costs one pass (margins, loss,
-// gradient) instead of a pass plus a Hessian.
+// optimum is the same; each full-data step costs one pass (margins,
+// gradient) instead of a pass plus a Hessian, and the loss is computed in
+// the last pass only (fullSteps).
 func mlFitLogistic(ctx context.Context, cols [][]float32, ones [][]int32, y []uint8, cfg mlLogisticConfig) (*mlLrFit, error) {
 	n, d := len(y), len(cols)
 	D := d + 1 // the intercept is the last coordinate
@@ -476,12 +511,14 @@ func mlFitLogistic(ctx context.Context, cols [][]float32, ones [][]int32, y []ui
 		sample = full
 	}
 	ns := len(sample.y)
-	// the objective on data e with penalty l2: f, its gradient, and with
-	// wantH its Hessian
-	objective := func(e *mlLrData, b []float64, l2 float64, wantH bool) (float64, []float64, []float64) {
-		f, g, h := e.eval(b, wantH)
+	// the objective on data e with penalty l2: its gradient, with wantLoss
+	// f (else 0) and with wantH its Hessian
+	objective := func(e *mlLrData, b []float64, l2 float64, wantH, wantLoss bool) (float64, []float64, []float64) {
+		f, g, h := e.eval(b, wantH, wantLoss)
 		for j := range d {
-			f += l2 / 2 * b[j] * b[j]
+			if wantLoss {
+				f += l2 / 2 * b[j] * b[j]
+			}
 			g[j] += l2 * b[j]
 			if wantH {
 				h[j*D+j] += l2
@@ -491,13 +528,12 @@ func mlFitLogistic(ctx context.Context, cols [][]float32, ones [][]int32, y []ui
 	}
 	singular := errors.New("logistic regression: the Hessian is singular (constant or duplicated features with l2: 0); set l2 > 0")
 	fit := &mlLrFit{}
-	// minimise runs descent steps −H⁻¹g from beta with a backtracking line
-	// search until a step is below tol (converged) or steps run out; hess
-	// returns the matrix for the next step at the accepted point.
+	// newton runs Newton steps −H⁻¹g from beta on data e with a
+	// backtracking line search until a step is below tol (converged) or
+	// steps run out.
 	var f float64
 	var g, h []float64
-	minimise := func(e *mlLrData, l2, tol float64, wantH bool, hess func(h []float64) []float64) (converged bool, err error) {
-		prevStep := math.Inf(1)
+	newton := func(e *mlLrData, l2, tol float64) (converged bool, err error) {
 		for fit.iterations < cfg.MaxIter {
 			if err := ctx.Err(); err != nil {
 				return false, err
@@ -523,7 +559,7 @@ func mlFitLogistic(ctx context.Context, cols [][]float32, ones [][]int32, y []ui
 				for k := range beta {
 					next[k] = beta[k] + t*step[k]
 				}
-				fn, gn, hn = objective(e, next, l2, wantH)
+				fn, gn, hn = objective(e, next, l2, true, true)
 				if fn <= f-1e-4*t*dec {
 					break
 				}
@@ -536,19 +572,104 @@ func mlFitLogistic(ctx context.Context, cols [][]float32, ones [][]int32, y []ui
 			for k := range step {
 				maxStep = math.Max(maxStep, math.Abs(t*step[k]))
 			}
-			beta, f, g = next, fn, gn
-			if wantH {
-				h = hn
-			}
+			beta, f, g, h = next, fn, gn, hn
 			if maxStep < tol {
 				return true, nil
 			}
-			if hess != nil && maxStep > prevStep/4 {
-				h = hess(h)
+		}
+		return false, nil
+	}
+	// fullSteps takes the quasi-Newton steps on all rows, from beta with
+	// the scaled sample Hessian h: the passes compute the gradient alone
+	// (the loss is half of a pass's arithmetic). A step is taken whole when
+	// the slopes along it prove the sufficient decrease the line search
+	// asks for: with φ(t) the objective at beta + t·step, φ'(0) = −dec and
+	// φ(1) − φ(0) = φ'(0) + ∫₀¹(1−t)·φ'' ≤ −dec + r·(φ'(1) + dec), r the
+	// mlStepRatio of the step's largest margin change. A Hessian within a
+	// few percent, as the sample's is, gives φ'(1) near 0 and passes;
+	// otherwise the step falls back to the backtracking search on the
+	// loss. Converged means the next step would move no coefficient more
+	// than tol: the loss is asked for in the pass where the step sizes,
+	// shrinking at a steady rate, say so, and computed after the last step
+	// only if they did not. fScale is the objective's size, for the float
+	// precision test.
+	fullSteps := func(h []float64, fScale float64, hess func() []float64) (converged bool, err error) {
+		haveF := false // whether f is the objective at beta
+		_, g, _ = objective(full, beta, cfg.L2, false, false)
+		prevStep := math.Inf(1)
+		for {
+			if err := ctx.Err(); err != nil {
+				return false, err
+			}
+			step, ok := mlSolveSPD(h, D, g)
+			if !ok {
+				return false, singular
+			}
+			dec, maxStep := 0.0, 0.0
+			for k := range step {
+				step[k] = -step[k]
+				dec -= g[k] * step[k]
+				maxStep = math.Max(maxStep, math.Abs(step[k]))
+			}
+			if maxStep < cfg.Tol || dec/2 <= 1e-13*math.Max(1, math.Abs(fScale)) {
+				converged = true
+				break
+			}
+			if fit.iterations >= cfg.MaxIter {
+				break
+			}
+			fit.iterations++
+			next := make([]float64, D)
+			for k := range beta {
+				next[k] = beta[k] + step[k]
+			}
+			// the step after this one, if they keep shrinking at this rate
+			predicted := maxStep
+			if !math.IsInf(prevStep, 1) {
+				predicted = maxStep * maxStep / prevStep
+			}
+			wantLoss := predicted < cfg.Tol
+			fn, gn, _ := objective(full, next, cfg.L2, false, wantLoss)
+			slope, dz := 0.0, math.Abs(step[d])
+			for k := range step {
+				slope += gn[k] * step[k]
+			}
+			for j := range d {
+				dz += math.Abs(step[j]) * full.maxAbs[j]
+			}
+			if -dec+mlStepRatio(dz)*(slope+dec) > -1e-4*dec { // no proof of descent: search on the loss
+				fit.searches++
+				f0, _, _ := objective(full, beta, cfg.L2, false, true)
+				t := 1.0
+				for range 40 {
+					for k := range beta {
+						next[k] = beta[k] + t*step[k]
+					}
+					fn, gn, _ = objective(full, next, cfg.L2, false, true)
+					if fn <= f0-1e-4*t*dec {
+						break
+					}
+					t /= 2
+				}
+				if !(fn <= f0) { // no descent even for a tiny step: float precision
+					f, haveF = f0, true
+					converged = true
+					break
+				}
+				maxStep *= t
+				wantLoss = true
+			}
+			beta, g = next, gn
+			f, haveF = fn, wantLoss
+			if maxStep > prevStep/4 {
+				h = hess()
 			}
 			prevStep = maxStep
 		}
-		return false, nil
+		if !haveF {
+			f, _, _ = objective(full, beta, cfg.L2, false, true)
+		}
+		return converged, nil
 	}
 	// Newton on the sample, its penalty scaled to its rows
 	l2s := cfg.L2 * float64(ns) / float64(n)
@@ -556,8 +677,8 @@ func mlFitLogistic(ctx context.Context, cols [][]float32, ones [][]int32, y []ui
 	if stride > 1 {
 		tol = math.Max(tol, mlLrWarmTol)
 	}
-	f, g, h = objective(sample, beta, l2s, true)
-	converged, err := minimise(sample, l2s, tol, true, nil)
+	f, g, h = objective(sample, beta, l2s, true, true)
+	converged, err := newton(sample, l2s, tol)
 	if err != nil {
 		return nil, err
 	}
@@ -577,9 +698,8 @@ func mlFitLogistic(ctx context.Context, cols [][]float32, ones [][]int32, y []ui
 			return hs
 		}
 		h = scaled(h)
-		f, g, _ = objective(full, beta, cfg.L2, false)
-		converged, err = minimise(full, cfg.L2, cfg.Tol, false, func([]float64) []float64 {
-			_, _, hs := objective(sample, beta, l2s, true)
+		converged, err = fullSteps(h, f*float64(n)/float64(ns), func() []float64 {
+			_, _, hs := objective(sample, beta, l2s, true, true)
 			return scaled(hs)
 		})
 		if err != nil {
