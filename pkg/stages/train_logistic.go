@@ -87,7 +87,7 @@ func mlNewLrData(cols [][]float32, ones [][]int32, y []uint8) *mlLrData {
 	}
 	mlParallelDo(len(cols), mlParallelism(len(cols)), func(_, j int) {
 		if ones != nil && ones[j] != nil {
-			e.ones[j], e.start[j] = ones[j], mlChunkStarts(ones[j], nChunks)
+			e.ones[j], e.start[j] = ones[j], mlChunkStarts(ones[j], nChunks, mlLrChunk)
 		} else if e.ones[j], e.start[j] = mlSparseOnes(cols[j], nChunks); e.ones[j] == nil {
 			e.maxAbs[j] = mlMaxAbs(cols[j])
 			return
@@ -175,12 +175,12 @@ func mlStepRatio(m float64) float64 {
 	return -1/math.Expm1(-m) - 1/m
 }
 
-// mlChunkStarts returns where each of nChunks chunks starts in the
-// ascending row list ones, and its length last.
-func mlChunkStarts(ones []int32, nChunks int) []int32 {
+// mlChunkStarts returns where each of nChunks chunks of size rows starts
+// in the ascending row list ones, and its length last.
+func mlChunkStarts(ones []int32, nChunks, size int) []int32 {
 	start := make([]int32, nChunks+1)
 	for c := range nChunks {
-		k, _ := slices.BinarySearch(ones, int32(c*mlLrChunk))
+		k, _ := slices.BinarySearch(ones, int32(c*size))
 		start[c] = int32(k)
 	}
 	start[nChunks] = int32(len(ones))

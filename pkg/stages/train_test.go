@@ -281,7 +281,7 @@ func TestLogisticListedColumns(t *testing.T) {
 	if !slices.Equal(sc[0], []float32{1, 1, 0, 1}) || !slices.Equal(sy, []uint8{0, 1, 0, 1}) {
 		t.Errorf("strided: %v %v", sc[0], sy)
 	}
-	if got := mlChunkStarts([]int32{1, 5, mlLrChunk, 3*mlLrChunk + 1}, 4); !slices.Equal(got, []int32{0, 2, 3, 3, 4}) {
+	if got := mlChunkStarts([]int32{1, 5, mlLrChunk, 3*mlLrChunk + 1}, 4, mlLrChunk); !slices.Equal(got, []int32{0, 2, 3, 3, 4}) {
 		t.Errorf("chunk starts %v", got)
 	}
 }
