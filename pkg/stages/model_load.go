@@ -191,6 +191,12 @@ func mlLoadRows(ctx context.Context, path string, mc *mlModelColumns, seed uint6
 				if len(gr.sel) == 0 || ctx.Err() != nil {
 					continue
 				}
+				if gr.at > 0 {
+					// room for the rest at the rate so far: one move of
+					// the first group's list, not one per group
+					est := int(float64(len(ones))*float64(kept)/float64(gr.at)*1.02) + 64
+					ones = slices.Grow(ones, est-len(ones))
+				}
 				var err error
 				if ones, err = src.ones(ctx, rg, gr.base, fields[c], gr.rows, gr.kidx, int32(gr.at), ones); err != nil {
 					errs[rg*len(names)+c] = mlRowErr(err, gr.base)

@@ -384,3 +384,22 @@ func TestMlBitsToFloats(t *testing.T) {
 		}
 	}
 }
+
+// An arena maps large slices, or with heap takes them from the Go heap;
+// either way they come zeroed and at the size asked.
+func TestArenaHeap(t *testing.T) {
+	for _, heap := range []bool{false, true} {
+		a := mlArena{heap: heap}
+		col := a.float32s(1 << 20)[:1<<20]
+		for i, v := range col {
+			if v != 0 {
+				t.Fatalf("heap %v: col[%d] = %v", heap, i, v)
+			}
+		}
+		col[len(col)-1] = 1
+		if (len(a.maps) == 0) != heap {
+			t.Errorf("heap %v: %d maps", heap, len(a.maps))
+		}
+		a.free()
+	}
+}

@@ -262,15 +262,18 @@ func (k *Train) Run(ctx context.Context, t *Task) error {
 	if c.model == "gbdt" {
 		vcut = cut + uint16(float64(mlSplitBuckets-int(cut))*c.validFraction+0.5)
 	}
-	// The columns live outside the Go heap (mlArena).
+	// gbdt's columns live outside the Go heap (mlArena); logistic's, a
+	// third of the size with its boolean features listed, on the heap.
 	d := len(mc.features)
-	var arena mlArena
+	arena := mlArena{heap: c.model == "logistic"}
 	defer arena.free()
-	// The stages before this one in the process (features, preprocess)
-	// leave their freed heap resident until the runtime's scavenger gets to
-	// it; hand it back before mapping the columns, so the two do not add up
-	// in the pipeline's peak.
-	debug.FreeOSMemory()
+	if !arena.heap {
+		// The stages before this one in the process (features,
+		// preprocess) leave their freed heap resident until the runtime's
+		// scavenger gets to it; hand it back before mapping the columns,
+		// so the two do not add up in the pipeline's peak.
+		debug.FreeOSMemory()
+	}
 	// logistic takes boolean features as lists of their true rows
 	rows, err := mlLoadRows(ctx, path, mc, c.seed, func(b uint16) bool { return b >= cut }, &arena, c.model == "logistic")
 	if err != nil {

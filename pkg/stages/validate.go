@@ -160,7 +160,7 @@ func (*Validate) Run(ctx context.Context, t *Task) error {
 		return fmt.Errorf("the model's columns: %w", err)
 	}
 	cut := m.Split.holdoutCut()
-	var arena mlArena
+	arena := mlArena{heap: m.Type == "logistic"} // as train's
 	defer arena.free()
 	// a logistic model takes boolean features as lists of their true rows
 	rows, err := mlLoadRows(ctx, path, mc, m.Split.Seed, func(b uint16) bool { return b < cut }, &arena, m.Type == "logistic")
