@@ -66,6 +66,7 @@ type mlLrData struct {
 
 type mlLrScratch struct {
 	m, r, w, wx []float64
+	dots        []float64 // a dot product per dense column
 	one         []float32 // the intercept's column: 1s
 	cnt, at     []int32   // a chunk's rows' sparse ones, as CSR
 }
@@ -82,7 +83,7 @@ func mlNewLrData(cols [][]float32, ones [][]int32, y []uint8) *mlLrData {
 		e.parts[i].g = make([]float64, D)
 	}
 	for i := range e.scr {
-		e.scr[i] = mlLrScratch{m: make([]float64, mlLrChunk), r: make([]float64, mlLrChunk), w: make([]float64, mlLrChunk)}
+		e.scr[i] = mlLrScratch{m: make([]float64, mlLrChunk), r: make([]float64, mlLrChunk), w: make([]float64, mlLrChunk), dots: make([]float64, D)}
 	}
 	mlParallelDo(len(cols), mlParallelism(len(cols)), func(_, j int) {
 		if ones != nil && ones[j] != nil {
@@ -209,7 +210,7 @@ func (e *mlLrData) eval(b []float64, wantH, wantLoss bool) (loss float64, g, h [
 			}
 		}
 		p.loss = mlLrResiduals(m, e.y[lo:hi], r, w, wantH, wantLoss)
-		mlLrGradient(p.g, r, e.cols, e.dense, lo)
+		mlLrGradient(p.g, r, e.cols, e.dense, lo, s.dots)
 		for _, j := range e.sparse {
 			sum := 0.0
 			for _, i := range e.ones[j][e.start[j][c]:e.start[j][c+1]] {
@@ -379,34 +380,42 @@ func mlLog1pUnit(e, u, q float64) float64 {
 }
 
 // mlLrGradient writes g[j] = Σᵢ r[i]·cols[j][lo+i] for the columns j of
-// idx and g[d] = Σ r, four columns at a time with one accumulator each.
-func mlLrGradient(g, r []float64, cols [][]float32, idx []int, lo int) {
-	n := len(r)
+// idx and g[d] = Σ r; dots is scratch of len(idx).
+func mlLrGradient(g, r []float64, cols [][]float32, idx []int, lo int, dots []float64) {
 	sum := 0.0
 	for _, v := range r {
 		sum += v
 	}
 	g[len(cols)] = sum
-	k := 0
-	for ; k+4 <= len(idx); k += 4 {
-		j0, j1, j2, j3 := idx[k], idx[k+1], idx[k+2], idx[k+3]
-		c0, c1, c2, c3 := cols[j0][lo:lo+n], cols[j1][lo:lo+n], cols[j2][lo:lo+n], cols[j3][lo:lo+n]
-		var s0, s1, s2, s3 float64
-		for i, ri := range r {
-			s0 += ri * float64(c0[i])
-			s1 += ri * float64(c1[i])
-			s2 += ri * float64(c2[i])
-			s3 += ri * float64(c3[i])
-		}
-		g[j0], g[j1], g[j2], g[j3] = s0, s1, s2, s3
+	mlDots(dots[:len(idx)], r, func(k int) []float32 { return cols[idx[k]][lo:] })
+	for k, j := range idx {
+		g[j] = dots[k]
 	}
-	for ; k < len(idx); k++ {
-		col := cols[idx[k]][lo : lo+n]
-		s := 0.0
-		for i, ri := range r {
-			s += ri * float64(col[i])
+}
+
+// mlDots sets out[k] = Σᵢ v[i]·col(k)[i] for each k, four columns at a
+// time with an accumulator each (a quarter of the loads of v).
+func mlDots(out, v []float64, col func(k int) []float32) {
+	n := len(v)
+	k := 0
+	for ; k+4 <= len(out); k += 4 {
+		c0, c1, c2, c3 := col(k)[:n], col(k + 1)[:n], col(k + 2)[:n], col(k + 3)[:n]
+		var s0, s1, s2, s3 float64
+		for i, x := range v {
+			s0 += x * float64(c0[i])
+			s1 += x * float64(c1[i])
+			s2 += x * float64(c2[i])
+			s3 += x * float64(c3[i])
 		}
-		g[idx[k]] = s
+		out[k], out[k+1], out[k+2], out[k+3] = s0, s1, s2, s3
+	}
+	for ; k < len(out); k++ {
+		c := col(k)[:n]
+		sum := 0.0
+		for i, x := range v {
+			sum += x * float64(c[i])
+		}
+		out[k] = sum
 	}
 }
 
@@ -445,25 +454,10 @@ func (e *mlLrData) hessian(h []float64, c, lo int, w []float64, s *mlLrScratch) 
 			wx[i] = w[i] * float64(v)
 		}
 		bs := dn[ai:]
-		k := 0
-		for ; k+4 <= len(bs); k += 4 {
-			c0, c1, c2, c3 := col(bs[k]), col(bs[k+1]), col(bs[k+2]), col(bs[k+3])
-			var s0, s1, s2, s3 float64
-			for i, v := range wx {
-				s0 += v * float64(c0[i])
-				s1 += v * float64(c1[i])
-				s2 += v * float64(c2[i])
-				s3 += v * float64(c3[i])
-			}
-			h[at(a, bs[k])], h[at(a, bs[k+1])], h[at(a, bs[k+2])], h[at(a, bs[k+3])] = s0, s1, s2, s3
-		}
-		for ; k < len(bs); k++ {
-			cb := col(bs[k])
-			sum := 0.0
-			for i, v := range wx {
-				sum += v * float64(cb[i])
-			}
-			h[at(a, bs[k])] = sum
+		dots := s.dots[:len(bs)]
+		mlDots(dots, wx, func(k int) []float32 { return col(bs[k]) })
+		for k, b := range bs {
+			h[at(a, b)] = dots[k]
 		}
 		for _, t := range e.sparse {
 			sum := 0.0
