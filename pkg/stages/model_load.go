@@ -218,9 +218,15 @@ func mlLoadRows(ctx context.Context, path string, mc *mlModelColumns, seed uint6
 		if len(gr.sel) == 0 || ctx.Err() != nil {
 			return
 		}
+		if c < d {
+			if done, err := src.gather(gr.base, cols[c], gr.rows, gr.sel, rs.cols[c][gr.at:gr.at+len(gr.sel)]); done {
+				errs[rg*len(names)+c] = mlRowErr(err, gr.base)
+				return
+			}
+		}
 		vals, err := src.read(rg, gr.base, cols[c], types[c], gr.rows, gr.sel, &scr[w])
 		if err == nil && c < d {
-			err = mlGatherFeature(rs.cols[c][gr.at:gr.at+len(gr.sel)], vals, gr.sel)
+			err = mlGatherFeature(rs.cols[c][gr.at:gr.at+len(gr.sel)], vals, gr.sel, 0)
 		} else if err == nil {
 			err = mlGatherLabel(rs.y[gr.at:gr.at+len(gr.sel)], vals, gr.sel)
 		}
@@ -326,6 +332,10 @@ type mlSource interface {
 	// boolean field that hold true and are kept (kidx[i] >= 0), n rows
 	// from row base (mlAppendTrue).
 	ones(ctx context.Context, rg, base, field, n int, kidx []int32, at int32, out []int32) ([]int32, error)
+	// gather, when it can, copies the rows sel of column col's n rows
+	// from row base into out (mlGatherFeature) without read's copy of
+	// them all, and says whether it did.
+	gather(base, col, n int, sel []int32, out []float32) (bool, error)
 }
 
 // mlFileSource reads a Parquet file's column chunks with Parquet's typed
@@ -374,6 +384,8 @@ func (f *mlFileSource) ones(ctx context.Context, rg, _, field, n int, kidx []int
 	}
 	return mlChunksTrue(out, col.Chunks(), kidx, at)
 }
+
+func (f *mlFileSource) gather(int, int, int, []int32, []float32) (bool, error) { return false, nil }
 
 // mlChunksTrue is mlAppendTrue over consecutive boolean arrays. It grows
 // out once, by their true count (growing it per array, by 1.25 times its
@@ -465,6 +477,26 @@ func (s *mlMemSource) ones(_ context.Context, _, base, field, n int, kidx []int3
 		return nil, err
 	}
 	return mlChunksTrue(out, chunks, kidx, at)
+}
+
+// gather gathers a float32 column without nulls from its arrays.
+func (s *mlMemSource) gather(base, col, n int, sel []int32, out []float32) (bool, error) {
+	plain := true
+	_ = s.each(col, base, n, func(a arrow.Array, _ int) error {
+		_, f32 := a.(*array.Float32)
+		plain = plain && f32 && a.NullN() == 0
+		return nil
+	})
+	if !plain {
+		return false, nil
+	}
+	k := 0
+	return true, s.each(col, base, n, func(a arrow.Array, at int) error {
+		vals := a.(*array.Float32).Float32Values()
+		k0 := k
+		k += sort.Search(len(sel)-k, func(q int) bool { return int(sel[k+q]) >= at+len(vals) })
+		return mlGatherFeature(out[k0:k], vals, sel[k0:k], at)
+	})
 }
 
 func (s *mlMemSource) read(_, base, col int, dt arrow.DataType, n int, sel []int32, sc *mlColScratch) ([]float32, error) {
@@ -698,12 +730,12 @@ func mlWiden[T int32 | int64](dst []float32, vals []T, unsigned bool) {
 	}
 }
 
-// mlGatherFeature copies vals[sel] into out; they must be finite.
-func mlGatherFeature(out, vals []float32, sel []int32) error {
+// mlGatherFeature copies vals[sel − off] into out; they must be finite.
+func mlGatherFeature(out, vals []float32, sel []int32, off int) error {
 	out = out[:len(sel)]
 	bad := false
 	for k, i := range sel {
-		v := vals[i]
+		v := vals[int(i)-off]
 		out[k] = v
 		bad = bad || v-v != 0 // NaN or ±Inf
 	}

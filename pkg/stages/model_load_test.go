@@ -38,6 +38,7 @@ func TestLoadRowsTypesAndRowGroups(t *testing.T) {
 		{Name: "b", Type: arrow.FixedWidthTypes.Boolean},
 		{Name: "y", Type: arrow.FixedWidthTypes.Boolean},
 		{Name: "s", Type: arrow.FixedWidthTypes.Boolean, Nullable: true},
+		{Name: "g32", Type: arrow.PrimitiveTypes.Float32}, // no nulls: gathered from the arrays in memory
 	}
 	schema := arrow.NewSchema(fields, nil)
 	rb := array.NewRecordBuilder(memory.DefaultAllocator, schema)
@@ -57,6 +58,7 @@ func TestLoadRowsTypesAndRowGroups(t *testing.T) {
 	var wantB []uint16
 	var wantOnes []int32 // the kept rows where s is true
 	for i := range n {
+		rb.Field(12).(*array.Float32Builder).Append(float32(i)/4 - 100)
 		sb := rb.Field(11).(*array.BooleanBuilder)
 		switch sv := i%7 == 0 || i%64 == 63; {
 		case keep(buckets[i]):
@@ -130,10 +132,15 @@ func TestLoadRowsTypesAndRowGroups(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Close()
-	names := []string{"f32", "f64", "i8", "i16", "i64", "u8", "u32", "u64", "b", "s"}
-	want = append(want, nil)
+	names := []string{"f32", "f64", "i8", "i16", "i64", "u8", "u32", "u64", "b", "s", "g32"}
+	want = append(want, nil, nil)
 	for k := range wantY {
 		want[9] = append(want[9], float32(mlBool(slices.Contains(wantOnes, int32(k)))))
+	}
+	for i := range n {
+		if keep(buckets[i]) {
+			want[10] = append(want[10], float32(i)/4-100)
+		}
 	}
 	type load struct {
 		what   string
