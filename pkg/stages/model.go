@@ -283,7 +283,15 @@ func (m *Model) check() error {
 // Predict writes P(label=1) for n rows given as feature columns in the
 // model's feature order. It is safe for concurrent use.
 func (m *Model) Predict(cols [][]float32, n int, out []float64) {
-	margin := out[:n]
+	m.margins(cols, n, out)
+	for i, z := range out[:n] {
+		out[i] = mlSigmoid(z)
+	}
+}
+
+// margins writes the log-odds of n rows into margin.
+func (m *Model) margins(cols [][]float32, n int, margin []float64) {
+	margin = margin[:n]
 	switch m.Type {
 	case "logistic":
 		for i := range margin {
@@ -324,9 +332,6 @@ func (m *Model) Predict(cols [][]float32, n int, out []float64) {
 			}
 		}
 	}
-	for i, z := range margin {
-		out[i] = mlSigmoid(z)
-	}
 }
 
 func mlSigmoid(z float64) float64 {
@@ -348,15 +353,47 @@ func mlSoftplus(z float64) float64 {
 // mlPredictChunk is the number of rows per parallel prediction task.
 const mlPredictChunk = 4096
 
-// predictParallel is Predict over row chunks on all cores.
-func (m *Model) predictParallel(cols [][]float32, n int, out []float64) {
+// predictParallel is Predict over row chunks on all cores. A logistic
+// model may have 0/1 features as ones[j], the ascending rows holding 1
+// (mlRows.ones), with cols[j] nil; ones may be nil. The margins add the
+// columns in the same order either way, and w·0 adds nothing, so they
+// are the same bits.
+func (m *Model) predictParallel(cols [][]float32, ones [][]int32, n int, out []float64) {
 	chunks := (n + mlPredictChunk - 1) / mlPredictChunk
+	starts := make([][]int32, len(ones))
+	for j, o := range ones {
+		if o != nil {
+			starts[j] = mlChunkStarts(o, chunks, mlPredictChunk)
+		}
+	}
 	mlParallelDo(chunks, mlParallelism(chunks), func(_, c int) {
 		lo, hi := c*mlPredictChunk, min((c+1)*mlPredictChunk, n)
-		sub := make([][]float32, len(cols))
-		for j, col := range cols {
-			sub[j] = col[lo:hi]
+		margin := out[lo:hi]
+		if ones == nil {
+			sub := make([][]float32, len(cols))
+			for j, col := range cols {
+				sub[j] = col[lo:hi]
+			}
+			m.margins(sub, hi-lo, margin)
+		} else { // logistic
+			for i := range margin {
+				margin[i] = m.Logistic.Intercept
+			}
+			for j, col := range cols {
+				w := m.Logistic.Coef[j]
+				if st := starts[j]; st != nil {
+					for _, i := range ones[j][st[c]:st[c+1]] {
+						margin[int(i)-lo] += w
+					}
+					continue
+				}
+				for i, v := range col[lo:hi] {
+					margin[i] += w * float64(v)
+				}
+			}
 		}
-		m.Predict(sub, hi-lo, out[lo:hi])
+		for i, z := range margin {
+			margin[i] = mlSigmoid(z)
+		}
 	})
 }

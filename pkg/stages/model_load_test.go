@@ -37,6 +37,8 @@ func TestLoadRowsTypesAndRowGroups(t *testing.T) {
 		{Name: "u64", Type: arrow.PrimitiveTypes.Uint64},
 		{Name: "b", Type: arrow.FixedWidthTypes.Boolean},
 		{Name: "y", Type: arrow.FixedWidthTypes.Boolean},
+		{Name: "s", Type: arrow.FixedWidthTypes.Boolean, Nullable: true},
+		{Name: "g32", Type: arrow.PrimitiveTypes.Float32}, // no nulls: gathered from the arrays in memory
 	}
 	schema := arrow.NewSchema(fields, nil)
 	rb := array.NewRecordBuilder(memory.DefaultAllocator, schema)
@@ -54,7 +56,21 @@ func TestLoadRowsTypesAndRowGroups(t *testing.T) {
 	want := make([][]float32, 9)
 	var wantY []uint8
 	var wantB []uint16
+	var wantOnes []int32 // the kept rows where s is true
 	for i := range n {
+		rb.Field(12).(*array.Float32Builder).Append(float32(i)/4 - 100)
+		sb := rb.Field(11).(*array.BooleanBuilder)
+		switch sv := i%7 == 0 || i%64 == 63; {
+		case keep(buckets[i]):
+			if sv {
+				wantOnes = append(wantOnes, int32(len(wantY)))
+			}
+			sb.Append(sv)
+		case i%5 == 0:
+			sb.AppendNull() // not read: no error
+		default:
+			sb.Append(sv)
+		}
 		rb.Field(0).(*array.StringBuilder).Append(ids[i])
 		vals := []float64{float64(i) / 8, float64(i) * 1.5, float64(i%256 - 128), float64(i*30 - 15000), float64(int64(i) << 40), float64(i % 256), float64(uint32(4_000_000_000) + uint32(i)), float64(uint64(1)<<63 + uint64(i)<<20), float64(i % 2)}
 		if keep(buckets[i]) {
@@ -81,7 +97,30 @@ func TestLoadRowsTypesAndRowGroups(t *testing.T) {
 	defer rec.Release()
 	dir := t.TempDir()
 	small := filepath.Join(dir, "small.parquet")
-	mlWriteRecord(t, small, rec, table.Options{RowGroupRows: 97})
+	// the table in memory as well (table.Given), in arrays of 333, 367 and
+	// 300 rows: the later ones start mid-byte of their bitmaps
+	h := table.NewHandoff(1 << 30)
+	h.Keep(small)
+	w, err := table.CreateWith(small, schema, table.Options{RowGroupRows: 97, Handoff: h})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range [][2]int64{{0, 333}, {333, 700}, {700, n}} {
+		part := rec.NewSlice(r[0], r[1])
+		if err := w.Write(part); err != nil {
+			t.Fatal(err)
+		}
+		part.Release()
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	mem := h.Kept(small)
+	if mem == nil {
+		t.Fatal("the writer kept no table")
+	}
+	h.Give(small, mem)
+	memCtx := table.WithHandoff(context.Background(), h)
 	dict := filepath.Join(dir, "dict.parquet")
 	f, err := os.Create(dict)
 	if err != nil {
@@ -93,25 +132,56 @@ func TestLoadRowsTypesAndRowGroups(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Close()
-	names := []string{"f32", "f64", "i8", "i16", "i64", "u8", "u32", "u64", "b"}
-	for _, path := range []string{small, dict} {
+	names := []string{"f32", "f64", "i8", "i16", "i64", "u8", "u32", "u64", "b", "s", "g32"}
+	want = append(want, nil, nil)
+	for k := range wantY {
+		want[9] = append(want[9], float32(mlBool(slices.Contains(wantOnes, int32(k)))))
+	}
+	for i := range n {
+		if keep(buckets[i]) {
+			want[10] = append(want[10], float32(i)/4-100)
+		}
+	}
+	type load struct {
+		what   string
+		ctx    context.Context
+		path   string
+		sparse bool
+	}
+	var loads []load
+	for _, sparse := range []bool{false, true} {
+		loads = append(loads, load{"small", context.Background(), small, sparse}, load{"dict", context.Background(), dict, sparse}, load{"memory", memCtx, small, sparse})
+	}
+	for _, l := range loads {
 		var arena mlArena
-		rows, err := mlLoadRows(context.Background(), path, &mlModelColumns{features: names, label: "y", id: "id"}, 3, keep, &arena)
+		rows, err := mlLoadRows(l.ctx, l.path, &mlModelColumns{features: names, label: "y", id: "id"}, 3, keep, &arena, l.sparse)
+		what := fmt.Sprintf("%s (sparse %v)", l.what, l.sparse)
 		if err != nil {
-			t.Fatalf("%s: %v", filepath.Base(path), err)
+			t.Fatalf("%s: %v", what, err)
 		}
 		if rows.total != n || len(rows.y) != len(wantY) || string(rows.y) != string(wantY) {
-			t.Errorf("%s: total %d, %d labels: want %d, %d", filepath.Base(path), rows.total, len(rows.y), n, len(wantY))
+			t.Errorf("%s: total %d, %d labels: want %d, %d", what, rows.total, len(rows.y), n, len(wantY))
 		}
 		for k, b := range wantB {
 			if rows.bucket[k] != b {
-				t.Fatalf("%s: bucket %d = %d, want %d", filepath.Base(path), k, rows.bucket[k], b)
+				t.Fatalf("%s: bucket %d = %d, want %d", what, k, rows.bucket[k], b)
 			}
 		}
 		for j, name := range names {
+			// s (a sixth true) comes as a list when sparse; b (half
+			// true, above mlLrSparseMax) stays a column
+			if l.sparse && name == "s" {
+				if rows.cols[j] != nil || !slices.Equal(rows.ones[j], wantOnes) {
+					t.Errorf("%s: s listed as %v, want %v", what, rows.ones[j], wantOnes)
+				}
+				continue
+			}
+			if rows.ones != nil && rows.ones[j] != nil {
+				t.Errorf("%s: %s listed, want a column", what, name)
+			}
 			for k, v := range want[j] {
 				if got := rows.cols[j][k]; got != v {
-					t.Fatalf("%s: %s[%d] = %v, want %v", filepath.Base(path), name, k, got, v)
+					t.Fatalf("%s: %s[%d] = %v, want %v", what, name, k, got, v)
 				}
 			}
 		}
@@ -119,22 +189,32 @@ func TestLoadRowsTypesAndRowGroups(t *testing.T) {
 	}
 }
 
-// The fused loss and residuals agree with the textbook formulas, and
-// mlLog1pUnit with math.Log1p to 3.5e-16 (an ulp below 1/256).
+// The fused loss and residuals agree with the textbook formulas;
+// mlLog1pUnit agrees with math.Log1p to 4.5e-16 relative (2 ulp), and
+// mlExpNeg with math.Exp to 2.5 ulp.
 func TestLrResidualsAndLog1p(t *testing.T) {
-	for i := 0; i <= 200000; i++ {
-		e := float64(i) / 200000
+	worst := 0.0
+	for i := 0; i <= 400000; i++ {
+		e := float64(i) / 400000
 		if i%2 == 1 {
-			e = math.Exp(-float64(i) / 300)
+			e = math.Exp(-float64(i) / 600)
 		}
 		want := math.Log1p(e)
-		tol := 3.5e-16 // absolute; relative below 1/256
-		if e < 1.0/256 {
-			tol = 2.3e-16 * want
-		}
-		if got := mlLog1pUnit(e, 1+e, 1/(1+e)); math.Abs(got-want) > tol {
+		got := mlLog1pUnit(e, 1+e, 1/(1+e))
+		if d := math.Abs(got - want); d > 4.5e-16*want {
 			t.Fatalf("mlLog1pUnit(%g) = %g, want %g", e, got, want)
 		}
+		x := -float64(i) / 500 // to −800
+		wantE := math.Exp(max(x, -708))
+		gotE := mlExpNeg(x)
+		worst = max(worst, math.Abs(gotE-wantE)/wantE)
+		if math.Abs(gotE-wantE) > 2.5*0x1p-52*wantE {
+			t.Fatalf("mlExpNeg(%g) = %g, want %g", x, gotE, wantE)
+		}
+	}
+	t.Logf("mlExpNeg: worst relative error %.3g ulp", worst/0x1p-52)
+	if mlExpNeg(0) != 1 || mlExpNeg(-math.Ln2) != 0.5 {
+		t.Errorf("exp(0) = %v, exp(−ln 2) = %v", mlExpNeg(0), mlExpNeg(-math.Ln2))
 	}
 	var zs []float64
 	var ys []uint8
@@ -144,14 +224,17 @@ func TestLrResidualsAndLog1p(t *testing.T) {
 	}
 	r, w := make([]float64, len(zs)), make([]float64, len(zs))
 	for i := range zs {
-		one := mlLrResiduals(zs[i:i+1], ys[i:i+1], r[i:i+1], w[i:i+1], true)
+		one := mlLrResiduals(zs[i:i+1], ys[i:i+1], r[i:i+1], w[i:i+1], true, true)
+		if none := mlLrResiduals(zs[i:i+1], ys[i:i+1], r[i:i+1], w[i:i+1], true, false); none != 0 {
+			t.Errorf("z %g: loss %g without the loss", zs[i], none)
+		}
 		p := mlSigmoid(zs[i])
 		if ll := mlLogLossOfMargin(zs[i], ys[i]); math.Abs(one-ll) > 1e-15*math.Max(1, ll) {
 			t.Errorf("z %g y %d: loss %g, want %g", zs[i], ys[i], one, ll)
 		}
 		// σ(z)(1−σ(z)) = e/(1+e)² with e = exp(−|z|) (p·(1−p) loses
-		// digits to the subtraction)
-		e := math.Exp(-math.Abs(zs[i]))
+		// digits to the subtraction); e stops at exp(−708) ≈ 3e-308
+		e := math.Exp(max(-math.Abs(zs[i]), -708))
 		pq := e / ((1 + e) * (1 + e))
 		if math.Abs(r[i]-(p-float64(ys[i]))) > 1e-16 || math.Abs(w[i]-pq) > 1e-15*pq {
 			t.Errorf("z %g y %d: residual %g weight %g, want %g, %g", zs[i], ys[i], r[i], w[i], p-float64(ys[i]), pq)
@@ -164,7 +247,7 @@ func TestLrResidualsAndLog1p(t *testing.T) {
 // gradient and Hessian of the textbook sums.
 func TestLrEvalMatchesNaive(t *testing.T) {
 	cols, y := mlChurnLike(3*mlLrChunk + 123)
-	e := mlNewLrData(cols, y)
+	e := mlNewLrData(cols, nil, y)
 	if len(e.sparse) < 31 || len(e.dense) < 13 {
 		t.Fatalf("%d sparse and %d dense columns: want the one-hot columns sparse", len(e.sparse), len(e.dense))
 	}
@@ -174,7 +257,7 @@ func TestLrEvalMatchesNaive(t *testing.T) {
 	for j := range b {
 		b[j] = 0.3 * math.Sin(float64(j)+1)
 	}
-	loss, g, h := e.eval(b, true)
+	loss, g, h := e.eval(b, true, true)
 	var wl float64
 	wg, wh := make([]float64, D), make([]float64, D*D)
 	x := make([]float64, D)
@@ -234,6 +317,62 @@ func TestSparseOnes(t *testing.T) {
 	}
 }
 
+func mlBool(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// mlAppendTrue lists the kept true rows of boolean arrays at any bit
+// offset, and a null in a kept row (only there) is an error naming it.
+func TestAppendTrue(t *testing.T) {
+	const n = 300
+	bb := array.NewBooleanBuilder(memory.DefaultAllocator)
+	defer bb.Release()
+	for i := range n {
+		if i == 250 {
+			bb.AppendNull()
+			continue
+		}
+		bb.Append(i%3 == 0 || i/64 == 2)
+	}
+	all := bb.NewBooleanArray()
+	defer all.Release()
+	kidx := make([]int32, n)
+	kept := int32(0)
+	for i := range kidx {
+		kidx[i] = -1
+		if i%4 != 1 {
+			kidx[i], kept = kept, kept+1
+		}
+	}
+	for _, r := range [][2]int{{0, 250}, {3, 250}, {13, 77}, {64, 192}, {100, 101}, {5, 5}} {
+		a := array.NewSlice(all, int64(r[0]), int64(r[1])).(*array.Boolean)
+		got, err := mlAppendTrue([]int32{-7}, a, kidx[r[0]:r[1]], 1000)
+		a.Release()
+		if err != nil {
+			t.Fatalf("%v: %v", r, err)
+		}
+		want := []int32{-7}
+		for i := r[0]; i < r[1]; i++ {
+			if kidx[i] >= 0 && (i%3 == 0 || i/64 == 2) {
+				want = append(want, 1000+kidx[i])
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("rows %v: %v, want %v", r, got, want)
+		}
+	}
+	// row 250 is kept (250%4 = 2) and null; row 249 (249%4 = 1) is not kept
+	a := array.NewSlice(all, 200, n).(*array.Boolean)
+	defer a.Release()
+	_, err := mlAppendTrue(nil, a, kidx[200:], 0)
+	if br, ok := err.(*mlBadRow); !ok || br.row != 50 || !strings.Contains(br.msg, "null") {
+		t.Errorf("null in a kept row: %v, want row 50", err)
+	}
+}
+
 func TestMlBitsToFloats(t *testing.T) {
 	bits := []byte{0b10110010, 0b01100111, 0b00000001}
 	for off := range 9 {
@@ -250,5 +389,24 @@ func TestMlBitsToFloats(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// An arena maps large slices, or with heap takes them from the Go heap;
+// either way they come zeroed and at the size asked.
+func TestArenaHeap(t *testing.T) {
+	for _, heap := range []bool{false, true} {
+		a := mlArena{heap: heap}
+		col := a.float32s(1 << 20)[:1<<20]
+		for i, v := range col {
+			if v != 0 {
+				t.Fatalf("heap %v: col[%d] = %v", heap, i, v)
+			}
+		}
+		col[len(col)-1] = 1
+		if (len(a.maps) == 0) != heap {
+			t.Errorf("heap %v: %d maps", heap, len(a.maps))
+		}
+		a.free()
 	}
 }

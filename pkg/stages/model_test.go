@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -249,6 +250,38 @@ func TestPredictThresholdsExact(t *testing.T) {
 			if (out[i] < 0.5) != left {
 				t.Fatalf("threshold %v, x %v: went %s", th, x, map[bool]string{true: "right", false: "left"}[left])
 			}
+		}
+	}
+}
+
+// A logistic model predicts the same bits from 0/1 features given as lists
+// of their ones (as validate loads boolean features) as from the whole
+// columns, across prediction chunks.
+func TestPredictListedColumns(t *testing.T) {
+	cols, _ := mlChurnLike(3*mlPredictChunk + 77)
+	n := len(cols[0])
+	m := &Model{Type: "logistic", Logistic: &LogisticWeights{Intercept: -0.7}}
+	listed := slices.Clone(cols)
+	ones := make([][]int32, len(cols))
+	for j := range cols {
+		m.Logistic.Coef = append(m.Logistic.Coef, 0.1*math.Sin(float64(3*j+1)))
+		if j >= 13 && j%3 != 0 {
+			ones[j] = []int32{}
+			for i, v := range cols[j] {
+				if v == 1 {
+					ones[j] = append(ones[j], int32(i))
+				}
+			}
+			listed[j] = nil
+		}
+	}
+	want := make([]float64, n)
+	m.Predict(cols, n, want)
+	got := make([]float64, n)
+	m.predictParallel(listed, ones, n, got)
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("row %d: %v from lists, %v from columns", i, got[i], want[i])
 		}
 	}
 }

@@ -29,7 +29,7 @@ type Train struct{}
 func NewTrain() *Train { return &Train{} }
 
 // Version implements Kind.
-func (*Train) Version() string { return "orch.train.v2" }
+func (*Train) Version() string { return "orch.train.v3" }
 
 // TrainParams are the params of a train stage. Pointers tell "absent"
 // (take the default) from zero.
@@ -262,16 +262,20 @@ func (k *Train) Run(ctx context.Context, t *Task) error {
 	if c.model == "gbdt" {
 		vcut = cut + uint16(float64(mlSplitBuckets-int(cut))*c.validFraction+0.5)
 	}
-	// The columns live outside the Go heap (mlArena).
+	// gbdt's columns live outside the Go heap (mlArena); logistic's, a
+	// third of the size with its boolean features listed, on the heap.
 	d := len(mc.features)
-	var arena mlArena
+	arena := mlArena{heap: c.model == "logistic"}
 	defer arena.free()
-	// The stages before this one in the process (features, preprocess)
-	// leave their freed heap resident until the runtime's scavenger gets to
-	// it; hand it back before mapping the columns, so the two do not add up
-	// in the pipeline's peak.
-	debug.FreeOSMemory()
-	rows, err := mlLoadRows(ctx, path, mc, c.seed, func(b uint16) bool { return b >= cut }, &arena)
+	if !arena.heap {
+		// The stages before this one in the process (features,
+		// preprocess) leave their freed heap resident until the runtime's
+		// scavenger gets to it; hand it back before mapping the columns,
+		// so the two do not add up in the pipeline's peak.
+		debug.FreeOSMemory()
+	}
+	// logistic takes boolean features as lists of their true rows
+	rows, err := mlLoadRows(ctx, path, mc, c.seed, func(b uint16) bool { return b >= cut }, &arena, c.model == "logistic")
 	if err != nil {
 		return err
 	}
@@ -311,7 +315,7 @@ func (k *Train) Run(ctx context.Context, t *Task) error {
 	switch c.model {
 	case "logistic":
 		// the early-stopping fold is empty for logistic (vcut == cut)
-		fit, err := mlFitLogistic(ctx, cols, fitY, c.lr)
+		fit, err := mlFitLogistic(ctx, cols, rows.ones, fitY, c.lr)
 		if err != nil {
 			return err
 		}

@@ -145,7 +145,7 @@ func TestLogisticMatchesSklearn(t *testing.T) {
 		for j := range cols {
 			cols[j] = slices.Clone(mlFixtureX[j])
 		}
-		fit, err := mlFitLogistic(context.Background(), cols, mlFixtureY, mlLogisticConfig{L2: want.l2, MaxIter: 100, Tol: 1e-10})
+		fit, err := mlFitLogistic(context.Background(), cols, nil, mlFixtureY, mlLogisticConfig{L2: want.l2, MaxIter: 100, Tol: 1e-10})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -160,7 +160,10 @@ func TestLogisticMatchesSklearn(t *testing.T) {
 }
 
 // The sub-sampled Hessian used above HessianRows rows reaches the
-// optimum (the gradient is always exact).
+// optimum (the gradient is always exact), with the loss, computed in the
+// last pass only, that of the fitted weights. A 1000-row sample's Hessian
+// is close enough for every full-data step to be proven a descent from its
+// slopes; a 50-row one's is not, and some steps are searched on the loss.
 func TestLogisticSubsampledHessian(t *testing.T) {
 	n := 20_123
 	r := rand.New(rand.NewPCG(5, 6))
@@ -174,42 +177,112 @@ func TestLogisticSubsampledHessian(t *testing.T) {
 			y[i] = 1
 		}
 	}
-	fit, err := mlFitLogistic(context.Background(), cols, y, mlLogisticConfig{L2: 1, MaxIter: 100, Tol: 1e-10, HessianRows: 1000})
+	full, err := mlFitLogistic(context.Background(), cols, nil, y, mlLogisticConfig{L2: 1, MaxIter: 100, Tol: 1e-10, HessianRows: n})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("%d steps", fit.iterations)
-	// At the optimum the gradient Σ (p−y)·x + l2·w vanishes.
-	g := make([]float64, 4)
-	for i := range n {
-		z := fit.weights.Intercept
+	for _, hrows := range []int{1000, 50} {
+		fit, err := mlFitLogistic(context.Background(), cols, nil, y, mlLogisticConfig{L2: 1, MaxIter: 100, Tol: 1e-10, HessianRows: hrows})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("Hessian rows %d: %d steps, %d searched", hrows, fit.iterations, fit.searches)
+		if (fit.searches == 0) != (hrows == 1000) {
+			t.Errorf("Hessian rows %d: %d steps searched on the loss", hrows, fit.searches)
+		}
+		// At the optimum the gradient Σ (p−y)·x + l2·w vanishes.
+		g := make([]float64, 4)
+		loss := 0.0
+		for i := range n {
+			z := fit.weights.Intercept
+			for j := range cols {
+				z += fit.weights.Coef[j] * float64(cols[j][i])
+			}
+			loss += mlLogLossOfMargin(z, y[i])
+			res := mlSigmoid(z) - float64(y[i])
+			for j := range cols {
+				g[j] += res * float64(cols[j][i])
+			}
+			g[3] += res
+		}
 		for j := range cols {
-			z += fit.weights.Coef[j] * float64(cols[j][i])
+			g[j] += fit.weights.Coef[j]
 		}
-		res := mlSigmoid(z) - float64(y[i])
+		for j, v := range g {
+			if math.Abs(v) > 1e-6*float64(n) {
+				t.Errorf("Hessian rows %d: gradient[%d] = %g at the fitted weights", hrows, j, v)
+			}
+		}
+		mlNear(t, fmt.Sprintf("Hessian rows %d: train loss", hrows), fit.loss, loss/float64(n), 1e-13)
+		if !fit.converged {
+			t.Errorf("Hessian rows %d: not converged in %d steps", hrows, fit.iterations)
+		}
+		mlNear(t, "intercept vs full Newton", fit.weights.Intercept, full.weights.Intercept, 1e-6)
 		for j := range cols {
-			g[j] += res * float64(cols[j][i])
-		}
-		g[3] += res
-	}
-	for j := range cols {
-		g[j] += fit.weights.Coef[j]
-	}
-	for j, v := range g {
-		if math.Abs(v) > 1e-6*float64(n) {
-			t.Errorf("gradient[%d] = %g at the fitted weights", j, v)
+			mlNear(t, fmt.Sprintf("coef[%d] vs full Newton", j), fit.weights.Coef[j], full.weights.Coef[j], 1e-6)
 		}
 	}
-	if !fit.converged {
-		t.Errorf("not converged in %d steps", fit.iterations)
+}
+
+// mlStepRatio is 1/2 for a quadratic, e.g. 1/(1−1/e) − 1 at a margin
+// change of 1 (by hand: ∫(1−t)e^−t / ∫e^−t = e^−1 / (1−e^−1)), and tends
+// to 1; mlMaxAbs ignores signs.
+func TestStepRatioAndMaxAbs(t *testing.T) {
+	mlNear(t, "ratio(0)", mlStepRatio(0), 0.5, 1e-15)
+	mlNear(t, "ratio(1)", mlStepRatio(1), math.Exp(-1)/(1-math.Exp(-1)), 1e-15)
+	mlNear(t, "ratio(1e-3) series vs formula", mlStepRatio(1e-3), -1/math.Expm1(-1e-3)-1/1e-3, 1e-12)
+	mlNear(t, "ratio(1e3)", mlStepRatio(1e3), 1-1e-3, 1e-15)
+	if got := mlMaxAbs([]float32{0.5, -3.25, 2, float32(math.Copysign(0, -1))}); got != 3.25 {
+		t.Errorf("max |x| %v, want 3.25", got)
 	}
-	full, err := mlFitLogistic(context.Background(), cols, y, mlLogisticConfig{L2: 1, MaxIter: 100, Tol: 1e-10, HessianRows: n})
-	if err != nil {
-		t.Fatal(err)
+	if got := mlMaxAbs(nil); got != 0 {
+		t.Errorf("max |x| of nothing %v", got)
 	}
-	mlNear(t, "intercept vs full Newton", fit.weights.Intercept, full.weights.Intercept, 1e-6)
-	for j := range cols {
-		mlNear(t, fmt.Sprintf("coef[%d] vs full Newton", j), fit.weights.Coef[j], full.weights.Coef[j], 1e-6)
+}
+
+// 0/1 columns given as lists of their ones (as mlLoadRows gives boolean
+// features) fit exactly as the same columns given whole, with the Hessian
+// on a sample and on all rows.
+func TestLogisticListedColumns(t *testing.T) {
+	cols, y := mlChurnLike(5000)
+	listed := slices.Clone(cols)
+	ones := make([][]int32, len(cols))
+	for j := 13; j < len(cols); j += 2 { // some 0/1 columns, one all zero
+		for i, v := range cols[j] {
+			if v == 1 {
+				ones[j] = append(ones[j], int32(i))
+			}
+		}
+		if ones[j] == nil {
+			t.Fatalf("column %d holds no ones", j)
+		}
+		listed[j] = nil
+	}
+	zero := make([]float32, len(y))
+	cols = append(cols, zero)
+	listed = append(listed, nil)
+	ones = append(ones, []int32{})
+	for _, hrows := range []int{700, 0} {
+		cfg := mlLogisticConfig{L2: 1, MaxIter: 100, Tol: 1e-8, HessianRows: hrows}
+		want, err := mlFitLogistic(context.Background(), cols, nil, y, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := mlFitLogistic(context.Background(), listed, ones, y, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.weights.Intercept != want.weights.Intercept || !slices.Equal(got.weights.Coef, want.weights.Coef) || got.loss != want.loss || got.iterations != want.iterations {
+			t.Errorf("Hessian rows %d: listed columns fit %+v, whole ones %+v", hrows, got, want)
+		}
+	}
+	// mlStrided makes a listed column dense, every third row
+	sc, sy := mlStrided([][]float32{nil}, [][]int32{{0, 2, 3, 7, 9}}, []uint8{0, 1, 0, 1, 0, 1, 0, 1, 0, 1}, 3)
+	if !slices.Equal(sc[0], []float32{1, 1, 0, 1}) || !slices.Equal(sy, []uint8{0, 1, 0, 1}) {
+		t.Errorf("strided: %v %v", sc[0], sy)
+	}
+	if got := mlChunkStarts([]int32{1, 5, mlLrChunk, 3*mlLrChunk + 1}, 4, mlLrChunk); !slices.Equal(got, []int32{0, 2, 3, 3, 4}) {
+		t.Errorf("chunk starts %v", got)
 	}
 }
 
@@ -542,7 +615,7 @@ func BenchmarkLogistic200k(b *testing.B) {
 	cols, y := mlChurnLike(200_000)
 	b.ResetTimer()
 	for range b.N {
-		if _, err := mlFitLogistic(context.Background(), cols, y, mlLogisticConfig{L2: 1, MaxIter: 100, Tol: 1e-6}); err != nil {
+		if _, err := mlFitLogistic(context.Background(), cols, nil, y, mlLogisticConfig{L2: 1, MaxIter: 100, Tol: 1e-6}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -554,11 +627,33 @@ func BenchmarkLogistic1M(b *testing.B) {
 	cols, y := mlChurnLike(1 << 20)
 	b.ResetTimer()
 	for range b.N {
-		fit, err := mlFitLogistic(context.Background(), cols, y, mlLogisticConfig{L2: 1, MaxIter: 100, Tol: 1e-6})
+		fit, err := mlFitLogistic(context.Background(), cols, nil, y, mlLogisticConfig{L2: 1, MaxIter: 100, Tol: 1e-6})
 		if err != nil {
 			b.Fatal(err)
 		}
 		b.ReportMetric(float64(fit.iterations), "steps/op")
+	}
+}
+
+// BenchmarkLrResiduals turns a chunk of churn-like margins into
+// residuals, with and without the loss (ns/row).
+func BenchmarkLrResiduals(b *testing.B) {
+	r := rand.New(rand.NewPCG(1, 2))
+	m, y := make([]float64, mlLrChunk), make([]uint8, mlLrChunk)
+	for i := range m {
+		m[i] = r.NormFloat64()*1.2 - 1.3
+		if r.Float64() < mlSigmoid(m[i]) {
+			y[i] = 1
+		}
+	}
+	res, w := make([]float64, mlLrChunk), make([]float64, mlLrChunk)
+	for _, loss := range []bool{true, false} {
+		b.Run(fmt.Sprintf("loss=%v", loss), func(b *testing.B) {
+			for range b.N {
+				mlLrResiduals(m, y, res, w, false, loss)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(m)), "ns/row")
+		})
 	}
 }
 

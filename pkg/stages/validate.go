@@ -160,15 +160,16 @@ func (*Validate) Run(ctx context.Context, t *Task) error {
 		return fmt.Errorf("the model's columns: %w", err)
 	}
 	cut := m.Split.holdoutCut()
-	var arena mlArena
+	arena := mlArena{heap: m.Type == "logistic"} // as train's
 	defer arena.free()
-	rows, err := mlLoadRows(ctx, path, mc, m.Split.Seed, func(b uint16) bool { return b < cut }, &arena)
+	// a logistic model takes boolean features as lists of their true rows
+	rows, err := mlLoadRows(ctx, path, mc, m.Split.Seed, func(b uint16) bool { return b < cut }, &arena, m.Type == "logistic")
 	if err != nil {
 		return err
 	}
 	total, ys := rows.total, rows.y
 	preds := make([]float64, len(ys))
-	m.predictParallel(rows.cols, len(ys), preds)
+	m.predictParallel(rows.cols, rows.ones, len(ys), preds)
 	if total == 0 {
 		return fmt.Errorf("%s: the table is empty: no holdout rows to validate on", path)
 	}
