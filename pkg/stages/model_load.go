@@ -211,6 +211,11 @@ func mlLoadRows(ctx context.Context, path string, mc *mlModelColumns, seed uint6
 				rs.cols[c] = col
 				return
 			}
+			if ones == nil {
+				// No kept row is true: an empty list, not a nil one,
+				// which every later step would take for a dense column.
+				ones = []int32{}
+			}
 			rs.ones[c] = ones
 			return
 		}

@@ -313,7 +313,7 @@ func mlLrResiduals(m []float64, y []uint8, r, w []float64, weights, loss bool) f
 		if loss {
 			// mlLog1pUnit(e, u, q)
 			c := (e - (u - 1)) * q
-			li := int((u-1)*mlLnSteps + 0.5)
+			li := min(uint(int((u-1)*mlLnSteps+0.5)), mlLnSteps) // NaN: not an index
 			v := (u - (1 + float64(li)*(1.0/mlLnSteps))) * mlLnInv[li]
 			v2 := v * v
 			l := mlLnLog[li] + (v + v2*(-1.0/2+v*(1.0/3)) + v2*v2*(-1.0/4+v*(1.0/5)-v2*(1.0/6))) + c
@@ -373,7 +373,7 @@ var mlLnInv, mlLnLog = func() (inv, lg [mlLnSteps + 1]float64) {
 // branches; mlLrResiduals inlines a copy.
 func mlLog1pUnit(e, u, q float64) float64 {
 	c := (e - (u - 1)) * q
-	li := int((u-1)*mlLnSteps + 0.5)
+	li := min(uint(int((u-1)*mlLnSteps+0.5)), mlLnSteps) // NaN: not an index
 	v := (u - (1 + float64(li)*(1.0/mlLnSteps))) * mlLnInv[li]
 	v2 := v * v
 	return mlLnLog[li] + (v + v2*(-1.0/2+v*(1.0/3)) + v2*v2*(-1.0/4+v*(1.0/5)-v2*(1.0/6))) + c
@@ -688,7 +688,7 @@ func mlFitLogistic(ctx context.Context, cols [][]float32, ones [][]int32, y []ui
 			for j := range d {
 				dz += math.Abs(step[j]) * full.maxAbs[j]
 			}
-			if -dec+mlStepRatio(dz)*(slope+dec) > -1e-4*dec { // no proof of descent: search on the loss
+			if !(-dec+mlStepRatio(dz)*(slope+dec) <= -1e-4*dec) { // no proof of descent (or NaN): search on the loss
 				fit.searches++
 				f0, _, _ := objective(full, beta, cfg.L2, false, true)
 				t := 1.0
