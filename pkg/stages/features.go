@@ -1232,14 +1232,18 @@ func (p *featPlan) transform(ctx context.Context, src *featSource, out string, o
 		return nil
 	})
 	werr := ow.finish()
-	cerr := w.Close()
+	if err != nil || werr != nil {
+		// No footer over a part of the table: a failed stage leaves a
+		// file no reader takes for a whole one, and nothing kept in memory.
+		w.Abort()
+	}
 	if err != nil {
 		return 0, err
 	}
 	if werr != nil {
 		return 0, fmt.Errorf("features: write %s: %w", out, werr)
 	}
-	if cerr != nil {
+	if cerr := w.Close(); cerr != nil {
 		return 0, fmt.Errorf("features: write %s: %w", out, cerr)
 	}
 	return rows, nil

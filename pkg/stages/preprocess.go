@@ -941,7 +941,7 @@ func (p *ppPlan) transform(ctx context.Context, in, out string, full, outSchema 
 	batchNo := 0
 	fail := func(err error) (int64, error) {
 		_ = ow.finish()
-		w.Close()
+		w.Abort() // no footer over a part of the table
 		return 0, err
 	}
 	for {
@@ -1020,7 +1020,7 @@ func (p *ppPlan) transform(ctx context.Context, in, out string, full, outSchema 
 		off += n
 	}
 	if err := ow.finish(); err != nil {
-		w.Close()
+		w.Abort()
 		return 0, fmt.Errorf("preprocess: write %s: %w", out, err)
 	}
 	if err := w.Close(); err != nil {

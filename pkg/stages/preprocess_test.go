@@ -204,9 +204,15 @@ func TestPreprocessCast(t *testing.T) {
 
 	// A value that does not fit is an error naming the column and row.
 	in = opsTWrite(t, t.TempDir(), opsTCol{name: "b", vals: []int64{1, 2, 300, 4}})
-	_, _, err := opsTRun(t, NewPreprocess(), in, map[string]any{"cast": map[string]any{"b": "int8"}}, "table")
+	outs, _, err := opsTRun(t, NewPreprocess(), in, map[string]any{"cast": map[string]any{"b": "int8"}}, "table")
 	if err == nil || !strings.Contains(err.Error(), `cast b to int8`) || !strings.Contains(err.Error(), "row 3") || !strings.Contains(err.Error(), "300") {
 		t.Errorf("overflow: %v", err)
+	}
+	// ...and the failed stage leaves no table a reader would take for a
+	// whole one (no footer over the rows written so far).
+	if r, err := table.Open(t.Context(), outs["table"], nil); err == nil {
+		r.Close()
+		t.Errorf("the output of a failed preprocess opens as a table")
 	}
 	// With a filter before it, the row named is still the input row.
 	_, _, err = opsTRun(t, NewPreprocess(), in, map[string]any{"filter": []any{"b > 1"}, "cast": map[string]any{"b": "int8"}}, "table")

@@ -3,6 +3,7 @@ package table
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 	"math/bits"
@@ -213,6 +214,11 @@ func (c *fastChunk) add(a arrow.Array, off, n int) error {
 // their indices in the chunk's dictionary (mapped from v's own), or, once
 // that is full, their PLAIN values.
 func (c *fastChunk) addStrings(v *array.Dictionary, off, n int, valid func(int) bool) error {
+	if v.Dictionary().NullN() > 0 {
+		// Parquet has no null dictionary entry, and writing "" for it
+		// would lose the nulls (arrow-go's writer refuses it too).
+		return errors.New("a dictionary with a null entry is not supported (make the rows null instead)")
+	}
 	if c.dict != nil && v.Dictionary().Data() != c.mapFrom && !c.mapDict(v.Dictionary()) {
 		// Too many distinct values: the pages held and the open one go
 		// PLAIN, as the rest of the chunk.

@@ -370,3 +370,38 @@ func TestFastChunkStrings(t *testing.T) {
 		}
 	}
 }
+
+// A dictionary with a null entry is refused with an error naming the
+// column, as arrow-go's writer does, rather than written with "" for the
+// null (the rows pointing at it would read back as empty strings).
+func TestFastChunkNullDictionaryEntry(t *testing.T) {
+	typ := &arrow.DictionaryType{IndexType: arrow.PrimitiveTypes.Int8, ValueType: arrow.BinaryTypes.String}
+	sc := arrow.NewSchema([]arrow.Field{{Name: "s", Type: typ, Nullable: true}}, nil)
+	sb := array.NewStringBuilder(memory.DefaultAllocator)
+	defer sb.Release()
+	sb.Append("a")
+	sb.AppendNull()
+	dict := sb.NewArray()
+	defer dict.Release()
+	ib := array.NewInt8Builder(memory.DefaultAllocator)
+	defer ib.Release()
+	ib.AppendValues([]int8{0, 1, 1, 0}, nil)
+	idx := ib.NewArray()
+	defer idx.Release()
+	s := array.NewDictionaryArray(typ, idx, dict)
+	defer s.Release()
+	rec := array.NewRecordBatch(sc, []arrow.Array{s}, 4)
+	defer rec.Release()
+	w, err := Create(filepath.Join(t.TempDir(), "t"), sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Abort()
+	err = w.Write(rec)
+	if err == nil {
+		err = w.Close()
+	}
+	if err == nil || !strings.Contains(err.Error(), "column s") || !strings.Contains(err.Error(), "null entry") {
+		t.Errorf("a dictionary with a null entry: %v, want an error naming column s", err)
+	}
+}
