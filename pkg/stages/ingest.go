@@ -1618,8 +1618,14 @@ func ingRemap(codes arrow.Array, remap []int32, dt *arrow.DictionaryType, dict a
 	if codes.NullN() > 0 {
 		valid = bufs[0]
 	}
-	d := array.NewData(dt.IndexType, n, []*memory.Buffer{valid, memory.NewBufferBytes(vals)}, nil, codes.NullN(), codes.Data().Offset())
-	if codes.Data().Offset() != 0 && valid != nil {
+	// vals start at 0; only a validity bitmap taken over from codes starts
+	// at codes' offset.
+	off := 0
+	if valid != nil {
+		off = codes.Data().Offset()
+	}
+	d := array.NewData(dt.IndexType, n, []*memory.Buffer{valid, memory.NewBufferBytes(vals)}, nil, codes.NullN(), off)
+	if off != 0 {
 		// vals start at 0 but the validity bitmap at the offset: rebuild it.
 		d.Release()
 		bits := make([]byte, (n+7)/8)

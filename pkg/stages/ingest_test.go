@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -689,5 +690,47 @@ func TestIngestCancelled(t *testing.T) {
 	err := NewIngest().Run(ctx, &Task{Dir: c.dir, Inputs: map[string]string{"src": filepath.Join(c.dir, "data/in.csv")}, Outputs: map[string]string{"table": out}, Log: &bytes.Buffer{}})
 	if err == nil {
 		t.Fatal("a cancelled run succeeded")
+	}
+}
+
+// ingRemap of a slice of codes (an offset, with and without nulls) maps
+// exactly the sliced rows: the new indices start at 0, and only a validity
+// bitmap taken over from the codes keeps their offset.
+func TestIngRemapSliced(t *testing.T) {
+	dt := &arrow.DictionaryType{IndexType: arrow.PrimitiveTypes.Int8, ValueType: arrow.BinaryTypes.String}
+	sb := array.NewStringBuilder(memory.DefaultAllocator)
+	defer sb.Release()
+	sb.AppendValues([]string{"x", "y", "z"}, nil)
+	dict := sb.NewArray()
+	defer dict.Release()
+	remap := []int32{2, 0, 1} // code c becomes index remap[c]
+	for _, nulls := range []bool{false, true} {
+		b := array.NewInt32Builder(memory.DefaultAllocator)
+		b.AppendValues([]int32{0, 1, 2, 0, 1, 2, 0, 1}, nil)
+		if nulls {
+			b.AppendNull()
+		}
+		all := b.NewArray()
+		b.Release()
+		codes := array.NewSlice(all, 2, int64(all.Len()))
+		got := ingRemap(codes, remap, dt, dict).(*array.Dictionary)
+		var strs []string
+		for i := range got.Len() {
+			if got.IsNull(i) {
+				strs = append(strs, "-")
+				continue
+			}
+			strs = append(strs, got.Dictionary().(*array.String).Value(got.GetValueIndex(i)))
+		}
+		want := []string{"y", "z", "x", "y", "z", "x"}
+		if nulls {
+			want = append(want, "-")
+		}
+		if !slices.Equal(strs, want) {
+			t.Errorf("nulls %v: %v, want %v", nulls, strs, want)
+		}
+		got.Release()
+		codes.Release()
+		all.Release()
 	}
 }
